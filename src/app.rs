@@ -1,0 +1,155 @@
+//! `App`: the one shared state of a running pgward, passed by `Arc` — the validated config, the
+//! pools, the cancel registry, client counters and the shutdown signal. No globals.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, User};
+use crate::error::ClientError;
+use crate::pool::{Pool, PoolKey};
+use crate::session::cancel::CancelRegistry;
+
+pub struct App {
+    pub config: Arc<Config>,
+    pools: HashMap<PoolKey, Arc<Pool>>,
+    pub cancels: Arc<CancelRegistry>,
+    clients: Arc<AtomicUsize>,
+    user_clients: Arc<Mutex<HashMap<String, usize>>>,
+    /// Cancelled when pgward starts draining: sessions end at their next idle point.
+    pub shutdown: CancellationToken,
+}
+
+/// A counted client connection; the count drops with it.
+pub struct ClientPermit {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        if let Some(f) = self.release.take() {
+            f();
+        }
+    }
+}
+
+impl App {
+    /// Builds the shared state and one pool per (database, backend role) the config can reach.
+    pub fn new(config: Config) -> Arc<App> {
+        let config = Arc::new(config);
+        let mut pools = HashMap::new();
+        for db in config.databases.values() {
+            let key = PoolKey {
+                database: db.name.clone(),
+                backend_user: db.backend.user.clone(),
+            };
+            pools
+                .entry(key.clone())
+                .or_insert_with(|| Pool::new(key, Arc::clone(db), db.backend.clone()));
+        }
+        for user in config.users.values() {
+            let Some(login) = &user.backend else { continue };
+            for db in config.databases.values() {
+                if !user_may_use(user, &db.name) {
+                    continue;
+                }
+                let key = PoolKey {
+                    database: db.name.clone(),
+                    backend_user: login.user.clone(),
+                };
+                pools
+                    .entry(key.clone())
+                    .or_insert_with(|| Pool::new(key, Arc::clone(db), login.clone()));
+            }
+        }
+        Arc::new(App {
+            config,
+            pools,
+            cancels: Arc::new(CancelRegistry::default()),
+            clients: Arc::new(AtomicUsize::new(0)),
+            user_clients: Arc::new(Mutex::new(HashMap::new())),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.values()
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Admits a new connection if the global client limit allows.
+    pub fn admit(&self) -> Option<ClientPermit> {
+        let max = self.config.server.max_client_connections;
+        let counter = Arc::clone(&self.clients);
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ClientPermit {
+            release: Some(Box::new(move || {
+                counter.fetch_sub(1, Ordering::AcqRel);
+            })),
+        })
+    }
+
+    /// Admits an authenticated client if its user's connection limit allows.
+    pub fn admit_user(&self, user: &User) -> Option<ClientPermit> {
+        let Some(max) = user.max_connections else {
+            return Some(ClientPermit { release: None });
+        };
+        let mut counts = self.user_clients.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(user.name.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        let map = Arc::clone(&self.user_clients);
+        let name = user.name.clone();
+        Some(ClientPermit {
+            release: Some(Box::new(move || {
+                let mut counts = map.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = counts.get_mut(&name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(&name);
+                    }
+                }
+            })),
+        })
+    }
+
+    /// The pool for an authenticated user's requested database.
+    pub fn route(&self, user: &User, database: &str) -> Result<Arc<Pool>, ClientError> {
+        let unknown = || ClientError::UnknownDatabase {
+            database: database.to_owned(),
+        };
+        let db = self.config.databases.get(database).ok_or_else(unknown)?;
+        if !user_may_use(user, database) {
+            // The same answer as for a database that does not exist: no probing.
+            return Err(unknown());
+        }
+        let backend_user = user.backend.as_ref().map_or(&db.backend.user, |b| &b.user);
+        let key = PoolKey {
+            database: db.name.clone(),
+            backend_user: backend_user.clone(),
+        };
+        self.pools.get(&key).cloned().ok_or_else(unknown)
+    }
+
+    pub fn cancel_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+fn user_may_use(user: &User, database: &str) -> bool {
+    user.databases
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|d| d == database))
+}

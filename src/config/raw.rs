@@ -1,0 +1,137 @@
+//! The configuration file as written: serde structs that mirror the TOML, with defaults.
+//! Unknown keys are errors (`deny_unknown_fields`) so a typo never silently weakens a setting.
+//! Nothing here is trusted yet: `super::validate` turns it into typed values.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub databases: Vec<RawDatabase>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub admin_listen: String,
+    pub max_client_connections: u64,
+    /// Largest message a client may send, header included, in bytes.
+    pub max_message_bytes: u64,
+    /// Seconds a new connection has to finish its startup and authentication.
+    pub startup_timeout: f64,
+    /// Seconds a client may sit idle outside a transaction (0: no limit).
+    pub client_idle_timeout: f64,
+    /// Seconds a client may sit idle inside a transaction (0: no limit).
+    pub idle_in_transaction_timeout: f64,
+    /// Seconds to wait for sessions to finish on shutdown before closing them.
+    pub shutdown_timeout: f64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:6432".into(),
+            admin_listen: "127.0.0.1:9930".into(),
+            max_client_connections: 5000,
+            max_message_bytes: 64 * 1024 * 1024,
+            startup_timeout: 10.0,
+            client_idle_timeout: 0.0,
+            idle_in_transaction_timeout: 0.0,
+            shutdown_timeout: 30.0,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// A file of `"user" "SCRAM-SHA-256$…"` lines (PostgreSQL's pg_authid verifier format).
+    pub users_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    #[serde(default = "default_auth")]
+    pub auth: String,
+    pub scram_verifier: Option<String>,
+    pub scram_verifier_file: Option<String>,
+    pub max_connections: Option<u64>,
+    pub backend_user: Option<String>,
+    pub backend_password_file: Option<String>,
+    pub backend_password_env: Option<String>,
+    /// Databases this user may use; all when absent.
+    pub databases: Option<Vec<String>>,
+}
+
+fn default_auth() -> String {
+    "scram".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub name: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub dbname: Option<String>,
+    pub backend_user: String,
+    pub backend_password_file: Option<String>,
+    pub backend_password_env: Option<String>,
+    /// Send a cleartext password to a server that asks for one over an unencrypted connection.
+    #[serde(default)]
+    pub allow_cleartext_password: bool,
+    #[serde(default = "default_pool_mode")]
+    pub pool_mode: String,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u64,
+    #[serde(default)]
+    pub min_idle: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    #[serde(default = "default_checkout_timeout")]
+    pub checkout_timeout: f64,
+    #[serde(default = "default_server_idle_timeout")]
+    pub server_idle_timeout: f64,
+    #[serde(default = "default_server_lifetime")]
+    pub server_lifetime: f64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_pool_mode() -> String {
+    "transaction".into()
+}
+fn default_pool_size() -> u64 {
+    20
+}
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+fn default_checkout_timeout() -> f64 {
+    10.0
+}
+fn default_server_idle_timeout() -> f64 {
+    600.0
+}
+fn default_server_lifetime() -> f64 {
+    3600.0
+}

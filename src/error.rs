@@ -1,0 +1,204 @@
+//! The one place that decides what a client is told when pgward refuses or fails something:
+//! the SQLSTATE, the severity and the text. Internal details (backend addresses, server error
+//! text from authentication, file paths) go to the log, never to the client.
+
+use bytes::BytesMut;
+
+use crate::protocol::messages::put_error_fields;
+use crate::protocol::sqlstate as code;
+
+/// Why pgward is ending or refusing a client request. Each variant maps to exactly one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// Wrong password *or* unknown user: the same text, so users cannot be enumerated.
+    AuthFailed {
+        user: String,
+    },
+    /// `trust` auth requested from a non-loopback address, or a method the client cannot use.
+    AuthNotAllowed {
+        user: String,
+        reason: &'static str,
+    },
+    /// No `user` in the startup packet.
+    NoUser,
+    /// The database the client asked for is not configured.
+    UnknownDatabase {
+        database: String,
+    },
+    /// A startup parameter that pgward refuses (`options`, `replication`, unknown ones).
+    StartupParamRefused {
+        name: String,
+    },
+    UnsupportedProtocol {
+        major: u16,
+        minor: u16,
+    },
+    /// Malformed or oversized input.
+    ProtocolViolation {
+        reason: String,
+    },
+    TooManyClients,
+    TooManyClientsForUser {
+        user: String,
+    },
+    /// Waiting for a server connection exceeded the pool's checkout timeout.
+    CheckoutTimeout {
+        database: String,
+        waited_ms: u64,
+    },
+    /// The backend could not be reached or refused pgward's login.
+    ServerUnavailable {
+        database: String,
+    },
+    /// The server connection failed while the client was using it.
+    ServerConnectionLost,
+    /// Something that cannot be shared between clients in transaction pooling mode.
+    NotInTransactionMode {
+        what: &'static str,
+    },
+    ClientIdleTimeout,
+    IdleInTransactionTimeout,
+    ShuttingDown,
+}
+
+/// Severity of the reply: FATAL closes the connection, ERROR keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+impl ClientError {
+    pub fn sqlstate(&self) -> &'static str {
+        use ClientError::*;
+        match self {
+            AuthFailed { .. } => code::INVALID_PASSWORD,
+            AuthNotAllowed { .. } | NoUser => code::INVALID_AUTHORIZATION_SPECIFICATION,
+            UnknownDatabase { .. } => code::INVALID_CATALOG_NAME,
+            StartupParamRefused { .. } | UnsupportedProtocol { .. } => code::FEATURE_NOT_SUPPORTED,
+            ProtocolViolation { .. } => code::PROTOCOL_VIOLATION,
+            TooManyClients | TooManyClientsForUser { .. } => code::TOO_MANY_CONNECTIONS,
+            CheckoutTimeout { .. } => code::TOO_MANY_CONNECTIONS,
+            ServerUnavailable { .. } => code::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            ServerConnectionLost => code::CONNECTION_FAILURE,
+            NotInTransactionMode { .. } => code::FEATURE_NOT_SUPPORTED,
+            ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
+            IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            ShuttingDown => code::ADMIN_SHUTDOWN,
+        }
+    }
+
+    pub fn severity(&self) -> Severity {
+        match self {
+            // The session survives these: the request fails, the client may retry.
+            ClientError::NotInTransactionMode { .. } | ClientError::CheckoutTimeout { .. } => {
+                Severity::Error
+            }
+            _ => Severity::Fatal,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        use ClientError::*;
+        match self {
+            // PostgreSQL's own wording, so clients and operators recognise it.
+            AuthFailed { user } => format!("password authentication failed for user \"{user}\""),
+            AuthNotAllowed { user, reason } => {
+                format!("authentication method not allowed for user \"{user}\": {reason}")
+            }
+            NoUser => "no PostgreSQL user name specified in startup packet".into(),
+            UnknownDatabase { database } => format!("database \"{database}\" does not exist"),
+            StartupParamRefused { name } => {
+                format!("startup parameter \"{name}\" is not allowed by pgward")
+            }
+            UnsupportedProtocol { major, minor } => {
+                format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")
+            }
+            ProtocolViolation { reason } => format!("protocol violation: {reason}"),
+            TooManyClients => "sorry, too many clients already".into(),
+            TooManyClientsForUser { user } => {
+                format!("too many connections for role \"{user}\"")
+            }
+            CheckoutTimeout {
+                database,
+                waited_ms,
+            } => format!(
+                "no server connection available for database \"{database}\" within {waited_ms} ms (pool exhausted)"
+            ),
+            ServerUnavailable { database } => {
+                format!("could not connect to the server for database \"{database}\"")
+            }
+            ServerConnectionLost => "server connection lost".into(),
+            NotInTransactionMode { what } => {
+                format!("{what} is not supported in transaction pooling mode")
+            }
+            ClientIdleTimeout => "terminating connection due to idle-session timeout".into(),
+            IdleInTransactionTimeout => {
+                "terminating connection due to idle-in-transaction timeout".into()
+            }
+            ShuttingDown => "terminating connection due to administrator command".into(),
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        use ClientError::*;
+        match self {
+            StartupParamRefused { .. } => Some(
+                "pgward accepts application_name, client_encoding, DateStyle, TimeZone, IntervalStyle, extra_float_digits and search_path; set other parameters with SET",
+            ),
+            NotInTransactionMode { .. } => {
+                Some("use a database configured with pool_mode = \"session\"")
+            }
+            CheckoutTimeout { .. } => Some("raise pool_size or checkout_timeout, or reduce load"),
+            _ => None,
+        }
+    }
+
+    /// Appends the ErrorResponse for this error to `buf`.
+    pub fn write_to(&self, buf: &mut BytesMut) {
+        put_error_fields(
+            buf,
+            b'E',
+            self.severity().as_str(),
+            self.sqlstate(),
+            &self.message(),
+            None,
+            self.hint(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::messages::decode_error;
+
+    #[test]
+    fn auth_failure_text_does_not_depend_on_user_existence() {
+        let a = ClientError::AuthFailed { user: "u".into() };
+        assert_eq!(a.sqlstate(), "28P01");
+        let mut b = BytesMut::new();
+        a.write_to(&mut b);
+        let e = decode_error(&b[5..]).unwrap();
+        assert_eq!(e.code, "28P01");
+        assert_eq!(e.severity, "FATAL");
+    }
+
+    #[test]
+    fn limits_are_53300() {
+        assert_eq!(ClientError::TooManyClients.sqlstate(), "53300");
+        assert_eq!(
+            ClientError::TooManyClientsForUser { user: "x".into() }.sqlstate(),
+            "53300"
+        );
+    }
+}

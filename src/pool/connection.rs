@@ -1,0 +1,389 @@
+//! One connection from pgward to a PostgreSQL server: opening it, logging in as the backend role
+//! (SCRAM-SHA-256, md5 or cleartext as the server asks), learning its parameters and cancel key,
+//! and running pgward's own housekeeping queries (reset, session-state replay) on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::scram::{ChannelBinding, ScramClient};
+use crate::auth::secret::Secret;
+use crate::config::{BackendLogin, Target};
+use crate::protocol::frame::{self, HEADER_LEN};
+use crate::protocol::messages::{self as msg, TxStatus};
+use crate::session::state::SessionParams;
+
+/// Server messages during login and housekeeping are small; a larger one is a fault.
+const MAX_HOUSEKEEPING_MESSAGE: usize = 1 << 20;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("protocol error from server: {0}")]
+    Protocol(String),
+    #[error("backend login as {user:?} failed: {code} {message}")]
+    LoginRejected {
+        user: String,
+        code: String,
+        message: String,
+    },
+    #[error("backend password for {user:?} unavailable: {reason}")]
+    NoPassword { user: String, reason: String },
+    #[error(
+        "server asked for a cleartext password over an unencrypted connection; set allow_cleartext_password to permit it"
+    )]
+    CleartextRefused,
+    #[error("server requested an unsupported authentication method (code {0})")]
+    UnsupportedAuth(i32),
+    #[error("server error {code}: {message}")]
+    Query { code: String, message: String },
+}
+
+/// What a CancelRequest for this connection needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendKey {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// An authenticated server connection in a known state (between transactions when pooled).
+#[derive(Debug)]
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled. Empty whenever the connection is idle.
+    pub buf: BytesMut,
+    pub key: BackendKey,
+    /// ParameterStatus values the server reported at login.
+    pub params: Vec<(String, String)>,
+    pub created: Instant,
+    pub expires: Option<Instant>,
+    pub last_used: Instant,
+    /// The client-visible session state (startup parameters + tracked SETs) now in effect.
+    pub applied: Option<Arc<SessionParams>>,
+    /// Session state pgward cannot describe may be present: reset before anyone else uses it.
+    pub dirty: bool,
+}
+
+impl ServerConn {
+    /// Opens and logs in. The password is read from its source here, every time, so rotating the
+    /// file rotates the credential for new connections.
+    pub async fn connect(
+        id: u64,
+        target: &Target,
+        login: &BackendLogin,
+        allow_cleartext: bool,
+        timeout: Duration,
+        lifetime: Option<Duration>,
+    ) -> Result<ServerConn, ServerError> {
+        tokio::time::timeout(
+            timeout,
+            Self::connect_inner(id, target, login, allow_cleartext, lifetime),
+        )
+        .await
+        .map_err(|_| ServerError::Timeout(timeout))?
+    }
+
+    async fn connect_inner(
+        id: u64,
+        target: &Target,
+        login: &BackendLogin,
+        allow_cleartext: bool,
+        lifetime: Option<Duration>,
+    ) -> Result<ServerConn, ServerError> {
+        let addr_text = format!("{}:{}", target.host, target.port);
+        let stream = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|source| ServerError::Connect {
+                addr: addr_text.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let addr = stream.peer_addr()?;
+        let password = login.password.read().map_err(|e| ServerError::NoPassword {
+            user: login.user.clone(),
+            reason: e.to_string(),
+        })?;
+        let now = Instant::now();
+        let mut conn = ServerConn {
+            id,
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            key: BackendKey {
+                addr,
+                pid: 0,
+                secret: 0,
+            },
+            params: Vec::new(),
+            created: now,
+            expires: lifetime.map(|l| now + jittered(l)),
+            last_used: now,
+            // A fresh connection carries the server's defaults: no client state.
+            applied: Some(Arc::new(SessionParams::default())),
+            dirty: false,
+        };
+        let mut out = BytesMut::new();
+        msg::put_startup(
+            &mut out,
+            &[("user", &login.user), ("database", &target.dbname)],
+        );
+        conn.stream.write_all(&out).await?;
+        conn.authenticate(&login.user, password.as_ref(), allow_cleartext)
+            .await?;
+        conn.read_until_ready(&login.user).await?;
+        Ok(conn)
+    }
+
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        password: Option<&Secret>,
+        allow_cleartext: bool,
+    ) -> Result<(), ServerError> {
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'R' => {}
+                b'E' => return Err(login_error(user, &body)),
+                b'N' => continue,
+                other => {
+                    return Err(ServerError::Protocol(format!(
+                        "unexpected message '{}' during authentication",
+                        other as char
+                    )));
+                }
+            }
+            let (code, data) = msg::decode_auth_request(&body)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?;
+            let need_password = || {
+                password.ok_or_else(|| ServerError::NoPassword {
+                    user: user.to_owned(),
+                    reason: "the server asks for a password and none is configured".into(),
+                })
+            };
+            let mut out = BytesMut::new();
+            match code {
+                0 => return Ok(()),
+                3 => {
+                    // Cleartext over a plaintext leg would expose the password on the wire.
+                    if !allow_cleartext {
+                        return Err(ServerError::CleartextRefused);
+                    }
+                    msg::put_password_bytes(&mut out, need_password()?.expose(), true);
+                }
+                5 => {
+                    let salt: [u8; 4] = data
+                        .try_into()
+                        .map_err(|_| ServerError::Protocol("md5 salt is not 4 bytes".into()))?;
+                    let hashed = crate::auth::scram::md5_password(user, need_password()?, salt);
+                    msg::put_password_bytes(&mut out, hashed.expose(), true);
+                }
+                10 => {
+                    let mechanisms = msg::decode_sasl_mechanisms(data)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    let mut client = ScramClient::new(
+                        need_password()?,
+                        ChannelBinding::NotSupported,
+                        &mechanisms[..],
+                    )
+                    .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    let first = client.client_first();
+                    msg::put_sasl_initial(&mut out, client.mechanism(), &first);
+                    scram = Some(client);
+                }
+                11 => {
+                    let client = scram
+                        .as_mut()
+                        .ok_or_else(|| ServerError::Protocol("SASLContinue before SASL".into()))?;
+                    let fin = client
+                        .server_first(data)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    msg::put_password_bytes(&mut out, &fin, false);
+                }
+                12 => {
+                    let client = scram
+                        .as_mut()
+                        .ok_or_else(|| ServerError::Protocol("SASLFinal before SASL".into()))?;
+                    // A server that cannot prove it knows the verifier is not the server we meant.
+                    client
+                        .server_final(data)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    continue;
+                }
+                other => return Err(ServerError::UnsupportedAuth(other)),
+            }
+            self.stream.write_all(&out).await?;
+        }
+    }
+
+    /// After AuthenticationOk: ParameterStatus, BackendKeyData, then ReadyForQuery.
+    async fn read_until_ready(&mut self, user: &str) -> Result<(), ServerError> {
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'S' => {
+                    let (k, v) = msg::decode_parameter_status(&body)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    self.params.retain(|(n, _)| n != k);
+                    self.params.push((k.to_owned(), v.to_owned()));
+                }
+                b'K' => {
+                    let (pid, secret) = msg::decode_backend_key(&body)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    self.key.pid = pid;
+                    self.key.secret = secret;
+                }
+                b'Z' => return Ok(()),
+                b'E' => return Err(login_error(user, &body)),
+                b'N' => {}
+                other => {
+                    return Err(ServerError::Protocol(format!(
+                        "unexpected message '{}' after authentication",
+                        other as char
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads one whole message (bounded), for login and housekeeping only; the relay has its own
+    /// zero-copy loop.
+    pub async fn read_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
+        loop {
+            if let Some(f) = frame::next_whole(&self.buf, MAX_HOUSEKEEPING_MESSAGE)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?
+            {
+                let mut m = self.buf.split_to(f.len);
+                m.advance(HEADER_LEN);
+                return Ok((f.tag, m));
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    /// Sends each statement as its own Query (pipelined: one round trip) and waits for all of
+    /// them. Used for resets and session-state replay, so results are discarded; the first error
+    /// is returned after the server is ready again.
+    pub async fn run_queries(&mut self, queries: &[&str]) -> Result<TxStatus, ServerError> {
+        let mut out = BytesMut::new();
+        for q in queries {
+            msg::put_query(&mut out, q);
+        }
+        self.stream.write_all(&out).await?;
+        self.wait_ready(queries.len()).await
+    }
+
+    /// Reads until `count` ReadyForQuery messages have arrived.
+    pub async fn wait_ready(&mut self, mut count: usize) -> Result<TxStatus, ServerError> {
+        let mut first_error = None;
+        let mut status = TxStatus::Idle;
+        while count > 0 {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'Z' => {
+                    status = msg::decode_ready(&body)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    count -= 1;
+                }
+                b'E' if first_error.is_none() => {
+                    let e = msg::decode_error(&body)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    first_error = Some(ServerError::Query {
+                        code: e.code.to_owned(),
+                        message: e.message.to_owned(),
+                    });
+                }
+                b'S' => {
+                    if let Ok((k, v)) = msg::decode_parameter_status(&body) {
+                        self.params.retain(|(n, _)| n != k);
+                        self.params.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+                // Copy responses cannot come from our own statements; anything else is results.
+                _ => {}
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(status),
+        }
+    }
+
+    /// True if the server has closed the connection or sent something unprompted (e.g. a FATAL
+    /// on shutdown) while idle. One non-blocking read, no waiting.
+    pub fn is_broken(&self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
+    /// Best-effort polite close: Terminate if the socket takes it now, without waiting.
+    pub fn close(self) {
+        let mut out = BytesMut::new();
+        msg::put_terminate(&mut out);
+        let _ = self.stream.try_write(&out);
+    }
+}
+
+fn login_error(user: &str, body: &[u8]) -> ServerError {
+    match msg::decode_error(body) {
+        Ok(e) => ServerError::LoginRejected {
+            user: user.to_owned(),
+            code: e.code.to_owned(),
+            message: e.message.to_owned(),
+        },
+        Err(e) => ServerError::Protocol(e.to_string()),
+    }
+}
+
+/// Lifetime minus up to 10%, so connections opened together do not all expire together.
+fn jittered(lifetime: Duration) -> Duration {
+    let jitter = rand::random::<f64>() * 0.1;
+    lifetime.mul_f64(1.0 - jitter)
+}
+
+/// Sends a CancelRequest for `key` on a new connection to the same server.
+pub async fn send_cancel(key: BackendKey, timeout: Duration) -> std::io::Result<()> {
+    let fut = async {
+        let mut s = TcpStream::connect(key.addr).await?;
+        let mut out = BytesMut::new();
+        msg::put_cancel_request(&mut out, key.pid, key.secret);
+        s.write_all(&out).await?;
+        // The server closes the connection once it has signalled the backend; waiting for that
+        // makes "cancel sent" mean "cancel delivered".
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        Ok(())
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel request timed out")
+    })?
+}

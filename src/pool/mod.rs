@@ -1,0 +1,407 @@
+//! Server connection pools: one per (database, backend role). A checkout returns a
+//! [`PoolGuard`]; giving it back is an explicit `release`, and a guard dropped without one is
+//! discarded, so a connection in an unknown state can never return to the pool by accident.
+//!
+//! Hand-written rather than deadpool/bb8/mobc because the pool must hand connections to waiters
+//! strictly in arrival order, let the session decide at each ReadyForQuery whether the connection
+//! is clean, and carry per-connection session state; those crates manage objects generically and
+//! recycle them with their own async checks. Checkout and release are O(1) under one short
+//! `std::sync::Mutex` that is never held across an `.await`.
+
+pub mod connection;
+
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::config::{BackendLogin, Database, PoolSettings};
+pub use connection::{BackendKey, ServerConn, ServerError};
+
+/// Which pool a client uses: clients that map to the same backend role on the same database share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub database: String,
+    pub backend_user: String,
+}
+
+#[derive(Debug, Error)]
+pub enum CheckoutError {
+    #[error("no server connection within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot open a server connection: {0}")]
+    Connect(#[from] ServerError),
+    #[error("pool is closed")]
+    Closed,
+}
+
+/// Counts for monitoring and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub idle: usize,
+    pub total: usize,
+    pub waiting: usize,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Idle connections; the most recently used is last (LIFO keeps a warm working set and lets
+    /// the rest age out).
+    idle: Vec<ServerConn>,
+    /// Idle + checked out + being opened.
+    total: usize,
+    /// Clients waiting, in arrival order.
+    waiters: VecDeque<oneshot::Sender<ServerConn>>,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    pub database: Arc<Database>,
+    login: BackendLogin,
+    settings: PoolSettings,
+    state: Mutex<PoolState>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    /// The server's ParameterStatus set, learned from the first connection; what a new client is
+    /// told at login.
+    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("key", &self.key).finish()
+    }
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, database: Arc<Database>, login: BackendLogin) -> Arc<Pool> {
+        let settings = database.pool.clone();
+        Arc::new(Pool {
+            key,
+            database,
+            login,
+            settings,
+            state: Mutex::new(PoolState::default()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            server_params: Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A panic while holding this lock cannot leave the counts half-updated (each critical
+        // section is a few assignments), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.lock();
+        PoolStats {
+            idle: s.idle.len(),
+            total: s.total,
+            waiting: s.waiters.iter().filter(|w| !w.is_closed()).count(),
+        }
+    }
+
+    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.server_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits for a connection: an idle one, a new one if the pool has room, or the next one
+    /// released, in arrival order. Gives up after the pool's checkout timeout.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, CheckoutError> {
+        let timeout = self.settings.checkout_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(CheckoutError::Closed);
+            }
+            enum Next {
+                Ready(ServerConn),
+                Open,
+                Wait(oneshot::Receiver<ServerConn>),
+            }
+            let mut stale = Vec::new();
+            let next = {
+                let mut s = self.lock();
+                // Newcomers queue behind existing waiters: first come, first served.
+                while s.waiters.front().is_some_and(|w| w.is_closed()) {
+                    s.waiters.pop_front();
+                }
+                let mut found = None;
+                if s.waiters.is_empty() {
+                    let now = Instant::now();
+                    while let Some(c) = s.idle.pop() {
+                        if c.expired(now) || c.is_broken() {
+                            s.total -= 1;
+                            stale.push(c);
+                        } else {
+                            found = Some(c);
+                            break;
+                        }
+                    }
+                }
+                match found {
+                    Some(c) => Next::Ready(c),
+                    None if s.total < self.settings.size => {
+                        s.total += 1;
+                        Next::Open
+                    }
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        s.waiters.push_back(tx);
+                        Next::Wait(rx)
+                    }
+                }
+            };
+            stale.into_iter().for_each(ServerConn::close);
+            match next {
+                Next::Ready(conn) => return Ok(self.guard(conn)),
+                Next::Open => {
+                    let opened = tokio::time::timeout_at(deadline, self.open()).await;
+                    match opened {
+                        Ok(Ok(conn)) => return Ok(self.guard(conn)),
+                        Ok(Err(e)) => {
+                            self.forget_one();
+                            return Err(CheckoutError::Connect(e));
+                        }
+                        Err(_) => {
+                            self.forget_one();
+                            return Err(CheckoutError::Timeout(timeout));
+                        }
+                    }
+                }
+                Next::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(conn)) => {
+                        // Handed over directly by a release; it may have died since.
+                        if conn.is_broken() {
+                            self.discard(conn);
+                            continue;
+                        }
+                        return Ok(self.guard(conn));
+                    }
+                    // Sender dropped: the pool is closing.
+                    Ok(Err(_)) => return Err(CheckoutError::Closed),
+                    Err(_) => return Err(CheckoutError::Timeout(timeout)),
+                },
+            }
+        }
+    }
+
+    fn guard(self: &Arc<Self>, mut conn: ServerConn) -> PoolGuard {
+        conn.last_used = Instant::now();
+        PoolGuard {
+            pool: Arc::clone(self),
+            conn: Some(conn),
+        }
+    }
+
+    async fn open(&self) -> Result<ServerConn, ServerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = ServerConn::connect(
+            id,
+            &self.database.target,
+            &self.login,
+            self.database.allow_cleartext_password,
+            self.settings.connect_timeout,
+            self.settings.server_lifetime,
+        )
+        .await;
+        match &conn {
+            Ok(c) => {
+                let mut p = self.server_params.lock().unwrap_or_else(|p| p.into_inner());
+                if p.is_none() {
+                    *p = Some(Arc::new(c.params.clone()));
+                }
+                tracing::debug!(pool = ?self.key, server = c.id, "opened server connection");
+            }
+            Err(e) => {
+                tracing::warn!(pool = ?self.key, error = %e, "opening a server connection failed")
+            }
+        }
+        conn
+    }
+
+    /// A connection slot was given up (failed open, discard): if clients are waiting, open a
+    /// replacement for them in the background.
+    fn forget_one(self: &Arc<Self>) {
+        let need_open = {
+            let mut s = self.lock();
+            s.total -= 1;
+            let waiting = s.waiters.iter().any(|w| !w.is_closed());
+            if waiting && s.total < self.settings.size && !self.closed.load(Ordering::Acquire) {
+                s.total += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if need_open {
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                match pool.open().await {
+                    Ok(conn) => pool.checkin(conn),
+                    Err(_) => {
+                        // Don't retry in a tight loop: the waiters' own timeouts end their wait.
+                        let mut s = pool.lock();
+                        s.total -= 1;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Returns a clean connection: to the first live waiter, else to the idle list.
+    fn checkin(self: &Arc<Self>, mut conn: ServerConn) {
+        let now = Instant::now();
+        if self.closed.load(Ordering::Acquire) || conn.expired(now) {
+            self.discard(conn);
+            return;
+        }
+        conn.last_used = now;
+        let mut s = self.lock();
+        while let Some(w) = s.waiters.pop_front() {
+            match w.send(conn) {
+                Ok(()) => return,
+                Err(back) => conn = back,
+            }
+        }
+        s.idle.push(conn);
+    }
+
+    fn discard(self: &Arc<Self>, conn: ServerConn) {
+        conn.close();
+        self.forget_one();
+    }
+
+    /// Closes idle connections past the idle timeout or lifetime, and opens connections up to
+    /// `min_idle`. Run periodically by [`Pool::maintain`].
+    pub async fn maintain_once(self: &Arc<Self>) {
+        let now = Instant::now();
+        let (stale, to_open) = {
+            let mut s = self.lock();
+            let min_idle = self.settings.min_idle;
+            let idle_timeout = self.settings.server_idle_timeout;
+            let mut keep = Vec::with_capacity(s.idle.len());
+            let mut stale = Vec::new();
+            // Oldest-used first, so the survivors are the warm ones.
+            let idle = std::mem::take(&mut s.idle);
+            let mut remaining = idle.len();
+            for c in idle {
+                let idle_too_long = idle_timeout
+                    .is_some_and(|t| now.duration_since(c.last_used) >= t && remaining > min_idle);
+                if c.expired(now) || idle_too_long || c.is_broken() {
+                    stale.push(c);
+                    remaining -= 1;
+                } else {
+                    keep.push(c);
+                }
+            }
+            s.idle = keep;
+            s.total -= stale.len();
+            let want = min_idle
+                .saturating_sub(s.idle.len())
+                .min(self.settings.size.saturating_sub(s.total));
+            s.total += want;
+            (stale, want)
+        };
+        stale.into_iter().for_each(ServerConn::close);
+        for _ in 0..to_open {
+            match self.open().await {
+                Ok(c) => self.checkin(c),
+                Err(_) => {
+                    let mut s = self.lock();
+                    s.total -= 1;
+                }
+            }
+        }
+    }
+
+    /// Housekeeping loop; ends when the pool is closed.
+    pub async fn maintain(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.closed.load(Ordering::Acquire) {
+            tick.tick().await;
+            self.maintain_once().await;
+        }
+    }
+
+    /// Stops handing out connections and closes the idle ones; waiters are told the pool closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let idle = {
+            let mut s = self.lock();
+            s.waiters.clear();
+            let idle = std::mem::take(&mut s.idle);
+            s.total -= idle.len();
+            idle
+        };
+        idle.into_iter().for_each(ServerConn::close);
+    }
+}
+
+/// A checked-out server connection. `release()` returns it to the pool; dropping it without
+/// release closes it, because only the session knows whether it is clean.
+pub struct PoolGuard {
+    pool: Arc<Pool>,
+    conn: Option<ServerConn>,
+}
+
+impl PoolGuard {
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Returns a connection the caller knows is clean: idle (ReadyForQuery 'I'), nothing in
+    /// flight, nothing buffered.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.buf.is_empty() {
+                self.pool.checkin(conn);
+            } else {
+                self.pool.discard(conn);
+            }
+        }
+    }
+
+    /// Closes the connection and frees its slot.
+    pub fn discard(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.discard(conn);
+        }
+    }
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.discard(conn);
+        }
+    }
+}
+
+impl Deref for PoolGuard {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        // Invariant: `conn` is Some until release/discard consume the guard.
+        self.conn.as_ref().expect("PoolGuard used after release")
+    }
+}
+
+impl DerefMut for PoolGuard {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("PoolGuard used after release")
+    }
+}

@@ -1,0 +1,1033 @@
+//! The relay loop of one client session: frames from the client go to its server connection,
+//! frames from the server go back, and the loop decides — from ReadyForQuery, never from
+//! guesses — when a transaction-mode server connection can go back to the pool.
+//!
+//! Bytes are forwarded as they arrived (no re-encoding). Only the messages a decision needs are
+//! decoded; large rows and COPY data stream through without being buffered whole.
+//!
+//! What can go wrong, and what the loop does:
+//! - the client vanishes mid-query or mid-transaction: cancel the query, wait for the server,
+//!   roll back, reset, and only then return the connection — or close it;
+//! - something that cannot be shared between clients (LISTEN, SQL PREPARE, temp tables, …) in
+//!   transaction mode: refused with an error; the session stays usable;
+//! - a session-level `SET` in transaction mode: recorded as the client's own state and replayed
+//!   on whichever server the client gets next; never seen by another client.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::app::App;
+use crate::config::PoolMode;
+use crate::error::ClientError;
+use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
+use crate::protocol::frame::{Chunk, FrameError, FrameScanner};
+use crate::protocol::messages::{self as msg, TxStatus};
+use crate::session::cancel::Registration;
+use crate::session::state::SessionParams;
+use crate::session::statement::{self, SessionEffect};
+
+/// How long a session waits for a cancel it forwarded to land before giving up the server.
+const CANCEL_SETTLE: Duration = Duration::from_secs(5);
+/// How long cleanup after a vanished client may take before the server connection is closed.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Server messages we decode are small; anything we only forward is bounded by the protocol.
+const MAX_INSPECTED_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
+
+fn inspect_client(tag: u8) -> bool {
+    // Everything but COPY data: those stream through.
+    !matches!(tag, b'd')
+}
+
+fn inspect_server(tag: u8) -> bool {
+    matches!(tag, b'Z' | b'C' | b'E' | b'I' | b's' | b'G' | b'W')
+}
+
+/// Why the session ended (for the log).
+#[derive(Debug)]
+pub enum SessionEnd {
+    ClientClosed,
+    ClientError(ClientError),
+    Io(std::io::Error),
+}
+
+/// A statement sent to the server whose outcome changes the client's tracked session state.
+#[derive(Debug)]
+enum Expect {
+    Statement(Option<(SessionEffect, String)>),
+    SyncPoint,
+}
+
+enum Step {
+    /// Frame consumed.
+    Next,
+    /// Leave this frame in the buffer until the server has answered what is outstanding.
+    Pause,
+    /// End the session.
+    Close(Option<ClientError>),
+}
+
+pub struct Relay<S> {
+    app: Arc<App>,
+    client: S,
+    cbuf: BytesMut,
+    cscan: FrameScanner,
+    out: BytesMut,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    server: Option<PoolGuard>,
+    sscan: FrameScanner,
+    params: Arc<SessionParams>,
+    cancel: Registration,
+    max_message: usize,
+
+    /// Query, Sync and FunctionCall messages forwarded and not yet answered by ReadyForQuery.
+    pending_syncs: usize,
+    /// Extended-protocol messages forwarded since the last Sync.
+    extended_open: bool,
+    /// ReadyForQuery messages we caused ourselves and must not pass on.
+    swallow_ready: usize,
+    /// The server's last reported transaction status.
+    tx_status: TxStatus,
+    copy_in: bool,
+    /// After a refused extended-protocol message: discard until Sync, as PostgreSQL does.
+    skip_until_sync: bool,
+
+    // Transaction mode only: tracking of session state.
+    expects: VecDeque<Expect>,
+    /// Session changes made inside a transaction block: kept if it commits.
+    in_block: bool,
+    block_effects: Vec<(SessionEffect, String)>,
+    /// The unnamed statement parsed on the current server, and its effect.
+    unnamed_statement: Option<Option<(SessionEffect, String)>>,
+    portals: Vec<(String, Option<(SessionEffect, String)>)>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        app: Arc<App>,
+        client: S,
+        cbuf: BytesMut,
+        pool: Arc<Pool>,
+        server: Option<PoolGuard>,
+        params: Arc<SessionParams>,
+        cancel: Registration,
+    ) -> Self {
+        let mode = pool.settings().mode;
+        let max_message = app.config.server.max_message_bytes;
+        Relay {
+            app,
+            client,
+            cbuf,
+            cscan: FrameScanner::new(),
+            out: BytesMut::with_capacity(256),
+            pool,
+            mode,
+            server,
+            sscan: FrameScanner::new(),
+            params,
+            cancel,
+            max_message,
+            pending_syncs: 0,
+            extended_open: false,
+            swallow_ready: 0,
+            tx_status: TxStatus::Idle,
+            copy_in: false,
+            skip_until_sync: false,
+            expects: VecDeque::new(),
+            in_block: false,
+            block_effects: Vec::new(),
+            unnamed_statement: None,
+            portals: Vec::new(),
+        }
+    }
+
+    fn tracking(&self) -> bool {
+        self.mode == PoolMode::Transaction
+    }
+
+    /// True while the server connection is between transactions with nothing in flight.
+    fn server_idle(&self) -> bool {
+        self.pending_syncs == 0
+            && !self.extended_open
+            && self.swallow_ready == 0
+            && self.tx_status == TxStatus::Idle
+            && !self.copy_in
+            && !self.sscan.mid_message()
+            && self.server.as_ref().is_some_and(|s| s.buf.is_empty())
+    }
+
+    /// Runs the session until the client leaves or an error ends it.
+    pub async fn run(mut self) -> SessionEnd {
+        let end = self.run_loop().await;
+        self.finish(&end).await;
+        end
+    }
+
+    async fn run_loop(&mut self) -> SessionEnd {
+        let shutdown = self.app.shutdown.clone();
+        let client_idle = self.app.config.server.client_idle_timeout;
+        let idle_in_tx = self.app.config.server.idle_in_transaction_timeout;
+        let mut paused = false;
+        loop {
+            if !paused || self.pending_syncs == 0 && !self.extended_open {
+                match self.process_client().await {
+                    Ok(p) => paused = p,
+                    Err(end) => return end,
+                }
+            }
+            if self.mode == PoolMode::Transaction && self.server.is_some() && self.server_idle() {
+                self.release_server().await;
+            }
+            let idle_outside_tx = self.server.is_none() || self.server_idle();
+            if shutdown.is_cancelled() && idle_outside_tx {
+                return SessionEnd::ClientError(ClientError::ShuttingDown);
+            }
+            let waiting_on_client = self.pending_syncs == 0 && !self.extended_open;
+            let timer = if idle_outside_tx {
+                client_idle
+            } else if waiting_on_client {
+                idle_in_tx
+            } else {
+                None
+            };
+            let sleep = async {
+                match timer {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let read_client = !paused;
+            match self.server.as_mut() {
+                None => {
+                    tokio::select! {
+                        r = self.client.read_buf(&mut self.cbuf), if read_client => match r {
+                            Ok(0) => return SessionEnd::ClientClosed,
+                            Ok(_) => {}
+                            Err(e) => return SessionEnd::Io(e),
+                        },
+                        _ = sleep => return SessionEnd::ClientError(ClientError::ClientIdleTimeout),
+                        _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                    }
+                }
+                Some(guard) => {
+                    let server: &mut crate::pool::ServerConn = guard;
+                    tokio::select! {
+                        r = self.client.read_buf(&mut self.cbuf), if read_client => match r {
+                            Ok(0) => return SessionEnd::ClientClosed,
+                            Ok(_) => {}
+                            Err(e) => return SessionEnd::Io(e),
+                        },
+                        r = server.stream.read_buf(&mut server.buf) => match r {
+                            Ok(0) | Err(_) => {
+                                return SessionEnd::ClientError(ClientError::ServerConnectionLost);
+                            }
+                            Ok(_) => {
+                                if let Err(end) = self.process_server().await {
+                                    return end;
+                                }
+                            }
+                        },
+                        _ = sleep => {
+                            return SessionEnd::ClientError(if idle_outside_tx {
+                                ClientError::ClientIdleTimeout
+                            } else {
+                                ClientError::IdleInTransactionTimeout
+                            });
+                        }
+                        _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ client → server
+
+    /// Handles every complete client frame in the buffer. Returns true if it paused on a frame
+    /// that must wait for the server's outstanding answers.
+    async fn process_client(&mut self) -> Result<bool, SessionEnd> {
+        let mut pos = 0;
+        let mut fwd = 0;
+        let mut paused = false;
+        loop {
+            let chunk = match self
+                .cscan
+                .next(&self.cbuf[pos..], inspect_client, self.max_message)
+            {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    self.forward_client(fwd, pos).await?;
+                    self.cbuf.advance(pos);
+                    return Err(protocol_violation(e));
+                }
+            };
+            match chunk {
+                Chunk::Passthrough { len, .. } => {
+                    // COPY data outside COPY is ignored by PostgreSQL; without a server there
+                    // is nowhere for it to go, so it is dropped the same way.
+                    if self.server.is_none() || self.skip_until_sync {
+                        self.forward_client(fwd, pos).await?;
+                        fwd = pos + len;
+                    }
+                    pos += len;
+                }
+                Chunk::Whole(frame) => {
+                    let (tag, len) = (frame.tag, frame.len);
+                    let step = self.client_frame(tag, pos, len, fwd).await?;
+                    match step {
+                        (Step::Next, forwarded) => {
+                            if !forwarded {
+                                // Flush what came before it, skip this frame.
+                                self.forward_client(fwd, pos).await?;
+                                fwd = pos + len;
+                            }
+                            pos += len;
+                        }
+                        (Step::Pause, _) => {
+                            paused = true;
+                            break;
+                        }
+                        (Step::Close(err), _) => {
+                            self.forward_client(fwd, pos).await?;
+                            self.cbuf.advance(pos);
+                            return Err(match err {
+                                Some(e) => SessionEnd::ClientError(e),
+                                None => SessionEnd::ClientClosed,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.forward_client(fwd, pos).await?;
+        self.cbuf.advance(pos);
+        Ok(paused)
+    }
+
+    /// Writes `cbuf[from..to]` to the server.
+    async fn forward_client(&mut self, from: usize, to: usize) -> Result<(), SessionEnd> {
+        if from >= to {
+            return Ok(());
+        }
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        server
+            .stream
+            .write_all(&self.cbuf[from..to])
+            .await
+            .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))
+    }
+
+    /// Decides about one whole client frame at `cbuf[pos..pos+len]`. Returns the step and
+    /// whether the frame is forwarded (left in the forward range).
+    async fn client_frame(
+        &mut self,
+        tag: u8,
+        pos: usize,
+        len: usize,
+        fwd: usize,
+    ) -> Result<(Step, bool), SessionEnd> {
+        if self.skip_until_sync && tag != b'S' && tag != b'X' {
+            return Ok((Step::Next, false));
+        }
+        let body_range = pos + 5..pos + len;
+        match tag {
+            b'X' => return Ok((Step::Close(None), false)),
+            b'S' if self.skip_until_sync => {
+                if self.pending_syncs > 0 {
+                    return Ok((Step::Pause, false));
+                }
+                self.skip_until_sync = false;
+                self.out.clear();
+                let status = self.client_status();
+                msg::put_ready(&mut self.out, status);
+                self.write_out().await?;
+                return Ok((Step::Next, false));
+            }
+            b'Q' | b'P' | b'B' | b'D' | b'C' | b'E' | b'S' | b'H' | b'F' | b'c' | b'f' => {}
+            b'p' => {
+                return Ok((
+                    Step::Close(Some(ClientError::ProtocolViolation {
+                        reason: "unexpected password message".into(),
+                    })),
+                    false,
+                ));
+            }
+            other => {
+                return Ok((
+                    Step::Close(Some(ClientError::ProtocolViolation {
+                        reason: format!("invalid frontend message type {other}"),
+                    })),
+                    false,
+                ));
+            }
+        }
+
+        // Decide before taking a server: a refusal needs none.
+        let decision = if self.tracking() {
+            self.decide_transaction_mode(tag, &body_range)?
+        } else {
+            Decision::Forward(None)
+        };
+        let track = match decision {
+            Decision::Refuse(err) => {
+                // Flush what precedes it first, then answer in order.
+                self.forward_client(fwd, pos).await?;
+                return self.refuse(tag, err).await;
+            }
+            Decision::Forward(track) => track.unwrap_or(Tracked::Nothing),
+        };
+
+        if self.server.is_none() {
+            // Nothing before this frame in the batch was forwarded (no server), so the
+            // forward range is empty and taking a server now keeps the order.
+            if let Err(e) = self.acquire_server().await {
+                return match e {
+                    Acquire::Refuse(err) => self.refuse(tag, err).await,
+                    Acquire::Fatal(err) => Ok((Step::Close(Some(err)), false)),
+                };
+            }
+        }
+        self.note_forwarded(tag, track);
+        Ok((Step::Next, true))
+    }
+
+    /// The transaction-mode rules: what cannot be shared is refused; session changes are noted.
+    fn decide_transaction_mode(
+        &mut self,
+        tag: u8,
+        body: &std::ops::Range<usize>,
+    ) -> Result<Decision, SessionEnd> {
+        let body = &self.cbuf[body.clone()];
+        let d = match tag {
+            b'Q' => {
+                let sql = msg::decode_query(body).map_err(decode_violation)?;
+                let stmts = statement::classify(sql);
+                if let Some(what) = stmts.iter().find_map(|s| match s.effect {
+                    SessionEffect::Unshareable(w) => Some(w),
+                    _ => None,
+                }) {
+                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
+                }
+                let list = stmts
+                    .into_iter()
+                    .map(|s| match s.effect {
+                        SessionEffect::None => None,
+                        e => Some((e, s.text.to_owned())),
+                    })
+                    .collect::<Vec<_>>();
+                Decision::Forward(Some(Tracked::Query(list)))
+            }
+            b'P' => {
+                let p = msg::decode_parse(body).map_err(decode_violation)?;
+                if !p.name.is_empty() {
+                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
+                        what: "a named prepared statement",
+                    }));
+                }
+                let stmts = statement::classify(p.query);
+                if let Some(what) = stmts.iter().find_map(|s| match s.effect {
+                    SessionEffect::Unshareable(w) => Some(w),
+                    _ => None,
+                }) {
+                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
+                }
+                let effect = stmts.into_iter().find_map(|s| match s.effect {
+                    SessionEffect::None => None,
+                    e => Some((e, s.text.to_owned())),
+                });
+                Decision::Forward(Some(Tracked::Parse(effect)))
+            }
+            b'B' => {
+                let (portal, stmt) = msg::decode_bind_names(body).map_err(decode_violation)?;
+                if !stmt.is_empty() {
+                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
+                        what: "a named prepared statement",
+                    }));
+                }
+                // The unnamed statement on this server may be another client's: only the one
+                // this client parsed during its current turn on the server may be bound.
+                match &self.unnamed_statement {
+                    Some(effect) if self.server.is_some() => {
+                        Decision::Forward(Some(Tracked::Bind(portal.to_owned(), effect.clone())))
+                    }
+                    _ => return Ok(Decision::Refuse(unnamed_missing())),
+                }
+            }
+            b'D' | b'C' => {
+                let what = if tag == b'D' { "Describe" } else { "Close" };
+                let (kind, name) = msg::decode_target(body, what).map_err(decode_violation)?;
+                if kind == b'S' && !name.is_empty() {
+                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
+                        what: "a named prepared statement",
+                    }));
+                }
+                if tag == b'D'
+                    && kind == b'S'
+                    && (self.unnamed_statement.is_none() || self.server.is_none())
+                {
+                    return Ok(Decision::Refuse(unnamed_missing()));
+                }
+                Decision::Forward(None)
+            }
+            b'E' => {
+                let portal = msg::decode_execute(body).map_err(decode_violation)?;
+                let effect = self
+                    .portals
+                    .iter()
+                    .find(|(n, _)| n == portal)
+                    .and_then(|(_, e)| e.clone());
+                Decision::Forward(Some(Tracked::Execute(effect)))
+            }
+            _ => Decision::Forward(None),
+        };
+        Ok(d)
+    }
+
+    /// Bookkeeping for a frame that goes to the server.
+    fn note_forwarded(&mut self, tag: u8, track: Tracked) {
+        match tag {
+            b'Q' => {
+                self.pending_syncs += 1;
+                if self.tracking() {
+                    // A simple query destroys the unnamed statement.
+                    self.unnamed_statement = None;
+                    if let Tracked::Query(list) = track {
+                        if list.is_empty() {
+                            self.expects.push_back(Expect::Statement(None));
+                        }
+                        self.expects.extend(list.into_iter().map(Expect::Statement));
+                    }
+                    self.expects.push_back(Expect::SyncPoint);
+                }
+            }
+            b'S' => {
+                self.pending_syncs += 1;
+                self.extended_open = false;
+                if self.tracking() {
+                    self.expects.push_back(Expect::SyncPoint);
+                }
+            }
+            b'F' => {
+                self.pending_syncs += 1;
+                if self.tracking() {
+                    self.expects.push_back(Expect::SyncPoint);
+                }
+            }
+            b'P' | b'B' | b'D' | b'C' | b'E' | b'H' => {
+                if tag != b'H' {
+                    self.extended_open = true;
+                }
+                match track {
+                    Tracked::Parse(effect) => self.unnamed_statement = Some(effect),
+                    Tracked::Bind(portal, effect) => {
+                        self.portals.retain(|(n, _)| n != &portal);
+                        self.portals.push((portal, effect));
+                    }
+                    Tracked::Execute(effect) => self.expects.push_back(Expect::Statement(effect)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The client's transaction status as it should see it now.
+    fn client_status(&self) -> TxStatus {
+        if self.server.is_some() {
+            self.tx_status
+        } else {
+            TxStatus::Idle
+        }
+    }
+
+    /// Answers a refused frame with an error, in order with what the server still owes.
+    async fn refuse(&mut self, tag: u8, err: ClientError) -> Result<(Step, bool), SessionEnd> {
+        if self.extended_open && self.server.is_some() {
+            // Close the server's half-done pipeline first so our error lands after its results.
+            let server = self.server.as_mut().expect("checked above");
+            self.out.clear();
+            self.out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+            server
+                .stream
+                .write_all(&self.out)
+                .await
+                .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
+            self.pending_syncs += 1;
+            self.swallow_ready += 1;
+            self.extended_open = false;
+            if self.tracking() {
+                self.expects.push_back(Expect::SyncPoint);
+            }
+            return Ok((Step::Pause, false));
+        }
+        if self.pending_syncs > 0 {
+            return Ok((Step::Pause, false));
+        }
+        tracing::info!(sqlstate = err.sqlstate(), reason = %err.message(), "statement refused");
+        let status = self.client_status();
+        self.out.clear();
+        err.write_to(&mut self.out);
+        if matches!(tag, b'Q' | b'F' | b'S') {
+            msg::put_ready(&mut self.out, status);
+        } else {
+            self.skip_until_sync = true;
+        }
+        self.write_out().await?;
+        Ok((Step::Next, false))
+    }
+
+    async fn write_out(&mut self) -> Result<(), SessionEnd> {
+        self.client
+            .write_all(&self.out)
+            .await
+            .map_err(SessionEnd::Io)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ server → client
+
+    async fn process_server(&mut self) -> Result<(), SessionEnd> {
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let server: &mut crate::pool::ServerConn = guard;
+        let mut pos = 0;
+        let mut fwd = 0;
+        loop {
+            let chunk = match self.sscan.next(
+                &server.buf[pos..],
+                inspect_server,
+                MAX_INSPECTED_SERVER_MESSAGE,
+            ) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "malformed message from server");
+                    return Err(SessionEnd::ClientError(ClientError::ServerConnectionLost));
+                }
+            };
+            let len = match chunk {
+                Chunk::Passthrough { len, .. } => len,
+                Chunk::Whole(f) => {
+                    let body = &server.buf[pos + 5..pos + f.len];
+                    let swallow = on_server_message(
+                        f.tag,
+                        body,
+                        &mut ServerView {
+                            pending_syncs: &mut self.pending_syncs,
+                            swallow_ready: &mut self.swallow_ready,
+                            tx_status: &mut self.tx_status,
+                            copy_in: &mut self.copy_in,
+                            tracking: self.mode == PoolMode::Transaction,
+                            expects: &mut self.expects,
+                            in_block: &mut self.in_block,
+                            block_effects: &mut self.block_effects,
+                            params: &mut self.params,
+                            dirty: &mut server.dirty,
+                        },
+                    )?;
+                    if swallow {
+                        if fwd < pos {
+                            self.client
+                                .write_all(&server.buf[fwd..pos])
+                                .await
+                                .map_err(SessionEnd::Io)?;
+                        }
+                        fwd = pos + f.len;
+                    }
+                    f.len
+                }
+            };
+            pos += len;
+        }
+        if fwd < pos {
+            self.client
+                .write_all(&server.buf[fwd..pos])
+                .await
+                .map_err(SessionEnd::Io)?;
+        }
+        server.buf.advance(pos);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ server lifecycle
+
+    async fn acquire_server(&mut self) -> Result<(), Acquire> {
+        let mut guard = self
+            .pool
+            .checkout()
+            .await
+            .map_err(|e| checkout_error(&self.pool, e))?;
+        if let Err(e) = prepare_server(&mut guard, &self.params).await {
+            tracing::warn!(error = %e, "preparing a server connection for a client failed");
+            guard.discard();
+            return Err(Acquire::Fatal(ClientError::ServerUnavailable {
+                database: self.pool.database.name.clone(),
+            }));
+        }
+        self.cancel.slot.attach(guard.key);
+        self.server = Some(guard);
+        self.tx_status = TxStatus::Idle;
+        Ok(())
+    }
+
+    /// Gives a clean server back: waits out in-flight cancels, resets untracked state.
+    async fn release_server(&mut self) {
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        self.unnamed_statement = None;
+        self.portals.clear();
+        self.sscan = FrameScanner::new();
+        if !self.cancel.slot.detach(CANCEL_SETTLE).await {
+            guard.discard();
+            return;
+        }
+        if !self.block_effects.is_empty() || self.in_block {
+            self.block_effects.clear();
+            self.in_block = false;
+            guard.dirty = true;
+        }
+        if self.mode == PoolMode::Session {
+            guard.dirty = true;
+        }
+        if guard.dirty {
+            match tokio::time::timeout(CLEANUP_TIMEOUT, guard.run_queries(&["DISCARD ALL"])).await {
+                Ok(Ok(TxStatus::Idle)) => {
+                    guard.dirty = false;
+                    guard.applied = Some(Arc::new(SessionParams::default()));
+                }
+                _ => {
+                    guard.discard();
+                    return;
+                }
+            }
+        } else {
+            guard.applied = Some(Arc::clone(&self.params));
+        }
+        guard.release();
+    }
+
+    /// After the client has gone or the session ended: bring the server back to a known, idle
+    /// state — cancel what runs, abort COPY, finish the pipeline, roll back — then release it.
+    async fn finish(&mut self, end: &SessionEnd) {
+        if let SessionEnd::ClientError(e) = end {
+            self.out.clear();
+            e.write_to(&mut self.out);
+            let _ = self.client.write_all(&self.out).await;
+            let _ = self.client.shutdown().await;
+        }
+        if matches!(
+            end,
+            SessionEnd::ClientError(ClientError::ServerConnectionLost)
+        ) {
+            if let Some(g) = self.server.take() {
+                g.discard();
+            }
+            return;
+        }
+        if self.server.is_none() {
+            return;
+        }
+        let cleaned = tokio::time::timeout(CLEANUP_TIMEOUT, self.settle_server()).await;
+        match cleaned {
+            Ok(Ok(())) => self.release_server().await,
+            _ => {
+                tracing::info!(
+                    "server connection closed: its state after the client left is unknown"
+                );
+                if let Some(g) = self.server.take() {
+                    g.discard();
+                }
+            }
+        }
+    }
+
+    async fn settle_server(&mut self) -> Result<(), ServerError> {
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let server: &mut crate::pool::ServerConn = guard;
+        let running = self.pending_syncs > 0;
+        let mut out = BytesMut::new();
+        if self.copy_in {
+            msg::put_copy_fail(&mut out, "client connection lost");
+        }
+        if self.extended_open {
+            out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+            self.pending_syncs += 1;
+        }
+        if !out.is_empty() {
+            server.stream.write_all(&out).await?;
+        }
+        if running && !self.copy_in {
+            // The query may run for a long time, holding locks: stop it.
+            if let Err(e) = crate::pool::connection::send_cancel(server.key, CANCEL_SETTLE).await {
+                tracing::warn!(error = %e, "cancel for an abandoned query failed");
+            }
+        }
+        // Skip the rest of a message that was streaming when the client left.
+        let mut rest = self.sscan.remaining();
+        while rest > 0 {
+            if server.buf.is_empty() && server.stream.read_buf(&mut server.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+            let n = rest.min(server.buf.len());
+            server.buf.advance(n);
+            rest -= n;
+        }
+        self.sscan = FrameScanner::new();
+        if self.pending_syncs > 0 {
+            match server.wait_ready(self.pending_syncs).await {
+                Ok(s) => self.tx_status = s,
+                Err(ServerError::Query { .. }) => self.tx_status = TxStatus::Failed,
+                Err(e) => return Err(e),
+            }
+            self.pending_syncs = 0;
+            self.swallow_ready = 0;
+        }
+        self.copy_in = false;
+        self.extended_open = false;
+        if self.tx_status != TxStatus::Idle {
+            let s = server.run_queries(&["ROLLBACK"]).await?;
+            self.tx_status = s;
+            if s != TxStatus::Idle {
+                return Err(ServerError::Protocol(
+                    "still in a transaction after ROLLBACK".into(),
+                ));
+            }
+        }
+        // In transaction mode SETs made mid-session are on this server but the client is gone.
+        server.dirty = true;
+        Ok(())
+    }
+}
+
+/// Prepares a server for a client: resets what another client left, applies this client's
+/// session state when the server carries different state.
+pub async fn prepare_server(
+    server: &mut PoolGuard,
+    params: &Arc<SessionParams>,
+) -> Result<(), ServerError> {
+    let mut queries: Vec<String> = Vec::new();
+    if server.dirty {
+        queries.push("DISCARD ALL".into());
+    }
+    let same = !server.dirty
+        && server
+            .applied
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, params) || **a == **params);
+    if !same {
+        if !server.dirty && !server.applied.as_ref().is_some_and(|a| a.is_default()) {
+            queries.push("RESET ALL".into());
+        }
+        queries.extend(params.apply_statements());
+    }
+    if queries.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+    // Until it succeeds, the state is unknown.
+    server.dirty = true;
+    let status = server.run_queries(&refs).await?;
+    if status != TxStatus::Idle {
+        return Err(ServerError::Protocol(
+            "server in a transaction after reset".into(),
+        ));
+    }
+    server.dirty = false;
+    server.applied = Some(Arc::clone(params));
+    Ok(())
+}
+
+enum Decision {
+    Forward(Option<Tracked>),
+    Refuse(ClientError),
+}
+
+enum Tracked {
+    Nothing,
+    Query(Vec<Option<(SessionEffect, String)>>),
+    Parse(Option<(SessionEffect, String)>),
+    Bind(String, Option<(SessionEffect, String)>),
+    Execute(Option<(SessionEffect, String)>),
+}
+
+enum Acquire {
+    /// The request fails; the session goes on.
+    Refuse(ClientError),
+    Fatal(ClientError),
+}
+
+fn checkout_error(pool: &Pool, e: CheckoutError) -> Acquire {
+    let database = pool.database.name.clone();
+    match e {
+        CheckoutError::Timeout(d) => {
+            tracing::warn!(pool = ?pool.key, "checkout timed out");
+            Acquire::Refuse(ClientError::CheckoutTimeout {
+                database,
+                waited_ms: d.as_millis() as u64,
+            })
+        }
+        CheckoutError::Connect(e) => {
+            tracing::warn!(pool = ?pool.key, error = %e, "no server connection");
+            Acquire::Fatal(ClientError::ServerUnavailable { database })
+        }
+        CheckoutError::Closed => Acquire::Fatal(ClientError::ShuttingDown),
+    }
+}
+
+fn unnamed_missing() -> ClientError {
+    ClientError::ProtocolViolation {
+        reason: "unnamed prepared statement does not exist".into(),
+    }
+}
+
+fn protocol_violation(e: FrameError) -> SessionEnd {
+    tracing::warn!(error = %e, "client protocol violation");
+    SessionEnd::ClientError(ClientError::ProtocolViolation {
+        reason: e.to_string(),
+    })
+}
+
+fn decode_violation(e: msg::DecodeError) -> SessionEnd {
+    tracing::warn!(error = %e, "client sent a malformed message");
+    SessionEnd::ClientError(ClientError::ProtocolViolation {
+        reason: e.to_string(),
+    })
+}
+
+/// The parts of the session a server message updates.
+struct ServerView<'a> {
+    pending_syncs: &'a mut usize,
+    swallow_ready: &'a mut usize,
+    tx_status: &'a mut TxStatus,
+    copy_in: &'a mut bool,
+    tracking: bool,
+    expects: &'a mut VecDeque<Expect>,
+    in_block: &'a mut bool,
+    block_effects: &'a mut Vec<(SessionEffect, String)>,
+    params: &'a mut Arc<SessionParams>,
+    dirty: &'a mut bool,
+}
+
+/// Updates session state from one whole server message. Returns true if the message must not
+/// reach the client (a ReadyForQuery pgward caused).
+fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<bool, SessionEnd> {
+    let bad = |e: msg::DecodeError| {
+        tracing::error!(error = %e, "malformed message from server");
+        SessionEnd::ClientError(ClientError::ServerConnectionLost)
+    };
+    match tag {
+        b'Z' => {
+            let status = msg::decode_ready(body).map_err(bad)?;
+            *v.tx_status = status;
+            *v.pending_syncs = v.pending_syncs.saturating_sub(1);
+            *v.copy_in = false;
+            if v.tracking {
+                while let Some(e) = v.expects.pop_front() {
+                    if matches!(e, Expect::SyncPoint) {
+                        break;
+                    }
+                }
+                match status {
+                    TxStatus::Idle => {
+                        if *v.in_block || !v.block_effects.is_empty() {
+                            // The block ended in a way we did not see: the server's state is
+                            // uncertain, so it gets reset before anyone else uses it.
+                            *v.dirty = true;
+                            v.block_effects.clear();
+                        }
+                        *v.in_block = false;
+                    }
+                    TxStatus::InTransaction | TxStatus::Failed => *v.in_block = true,
+                }
+            }
+            if *v.swallow_ready > 0 {
+                *v.swallow_ready -= 1;
+                return Ok(true);
+            }
+        }
+        b'C' => {
+            *v.copy_in = false;
+            if v.tracking {
+                let tag_text = msg::decode_command_complete(body).map_err(bad)?;
+                let done = match v.expects.front() {
+                    Some(Expect::Statement(_)) => match v.expects.pop_front() {
+                        Some(Expect::Statement(e)) => e,
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match tag_text {
+                    "BEGIN" | "START TRANSACTION" => *v.in_block = true,
+                    "COMMIT" => {
+                        for (e, text) in v.block_effects.drain(..) {
+                            apply_effect(v.params, v.dirty, e, &text);
+                        }
+                        *v.in_block = false;
+                    }
+                    "ROLLBACK" => {
+                        // Also the tag of ROLLBACK TO SAVEPOINT: the block may go on, and what
+                        // it keeps is unknowable here, so the server will be reset.
+                        if !v.block_effects.is_empty() {
+                            *v.dirty = true;
+                        }
+                        v.block_effects.clear();
+                        *v.in_block = false;
+                    }
+                    _ => {}
+                }
+                if let Some((e, text)) = done {
+                    if *v.in_block {
+                        v.block_effects.push((e, text));
+                    } else {
+                        apply_effect(v.params, v.dirty, e, &text);
+                    }
+                }
+            }
+        }
+        b'E' => {
+            *v.copy_in = false;
+            if v.tracking {
+                // The failing statement and the rest up to the sync point never ran.
+                while let Some(Expect::Statement(_)) = v.expects.front() {
+                    v.expects.pop_front();
+                }
+            }
+        }
+        b'I' | b's' => {
+            if v.tracking && matches!(v.expects.front(), Some(Expect::Statement(_))) {
+                v.expects.pop_front();
+            }
+        }
+        b'G' => *v.copy_in = true,
+        b'W' => {
+            tracing::error!("server started COPY BOTH (replication), which pgward does not relay");
+            return Err(SessionEnd::ClientError(ClientError::ServerConnectionLost));
+        }
+        _ => {}
+    }
+    Ok(false)
+}
+
+fn apply_effect(params: &mut Arc<SessionParams>, dirty: &mut bool, e: SessionEffect, text: &str) {
+    let p = Arc::make_mut(params);
+    match e {
+        SessionEffect::Set { name } => p.record_set(&name, text),
+        SessionEffect::Reset { name } => p.record_reset(&name),
+        SessionEffect::ResetAll => p.record_reset_all(),
+        SessionEffect::Untracked => *dirty = true,
+        SessionEffect::None | SessionEffect::Unshareable(_) => {}
+    }
+}

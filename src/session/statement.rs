@@ -1,0 +1,473 @@
+//! What a SQL string does to *session* state, decided lexically: enough to keep one client's
+//! session settings from leaking to the next client of a shared (transaction-mode) server
+//! connection. This is not the statement policy (that uses a real parser); it answers only
+//! "is this a session-level SET, something pgward must reset, or something that cannot be shared?".
+//!
+//! The lexer understands quoting ('…', E'…', "…", $tag$…$tag$) and comments (--, nested /* */),
+//! so a keyword inside a string or comment is never mistaken for one outside.
+
+/// The effect of one statement on session state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect {
+    /// Nothing beyond the current transaction.
+    None,
+    /// `SET [SESSION] name …`: tracked and replayed for this client on every server it gets.
+    Set { name: String },
+    /// `RESET name` or `SET name TO DEFAULT`: the client's setting is dropped.
+    Reset { name: String },
+    /// `RESET ALL` / `DISCARD ALL`: every tracked setting is dropped.
+    ResetAll,
+    /// Changes session state pgward cannot replay (e.g. `set_config(…, false)`): the server
+    /// connection is reset before another client uses it.
+    Untracked,
+    /// Cannot be shared between clients: refused in transaction pooling mode.
+    Unshareable(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok<'a> {
+    Word(&'a str),
+    Quoted,
+    Str,
+    Num,
+    Punct(u8),
+}
+
+/// Splits on top-level `;` and returns each non-empty statement with its tokens.
+struct Lexer<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(s: &'a str) -> Self {
+        Lexer { s, pos: 0 }
+    }
+
+    fn skip_space_and_comments(&mut self) {
+        let b = self.s.as_bytes();
+        loop {
+            while self.pos < b.len() && b[self.pos].is_ascii_whitespace() {
+                self.pos += 1;
+            }
+            if b[self.pos..].starts_with(b"--") {
+                while self.pos < b.len() && b[self.pos] != b'\n' {
+                    self.pos += 1;
+                }
+            } else if b[self.pos..].starts_with(b"/*") {
+                let mut depth = 0usize;
+                while self.pos < b.len() {
+                    if b[self.pos..].starts_with(b"/*") {
+                        depth += 1;
+                        self.pos += 2;
+                    } else if b[self.pos..].starts_with(b"*/") {
+                        depth -= 1;
+                        self.pos += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        self.pos += 1;
+                    }
+                }
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn next_tok(&mut self) -> Option<Tok<'a>> {
+        self.skip_space_and_comments();
+        let b = self.s.as_bytes();
+        let start = self.pos;
+        let c = *b.get(start)?;
+        // E'…' / e'…': backslash escapes; other strings: '' doubling only.
+        if (c == b'e' || c == b'E') && b.get(start + 1) == Some(&b'\'') {
+            self.pos += 1;
+            self.quoted(b'\'', true);
+            return Some(Tok::Str);
+        }
+        if c == b'\'' {
+            self.quoted(b'\'', false);
+            return Some(Tok::Str);
+        }
+        if c == b'"' {
+            self.quoted(b'"', false);
+            return Some(Tok::Quoted);
+        }
+        if c == b'$' {
+            if let Some(end) = self.dollar_tag_end() {
+                let tag = &self.s[start..end];
+                self.pos = end;
+                match self.s[end..].find(tag) {
+                    Some(i) => self.pos = end + i + tag.len(),
+                    None => self.pos = b.len(),
+                }
+                return Some(Tok::Str);
+            }
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            while self.pos < b.len()
+                && (b[self.pos].is_ascii_alphanumeric()
+                    || b[self.pos] == b'_'
+                    || b[self.pos] == b'$'
+                    || b[self.pos] >= 0x80)
+            {
+                self.pos += 1;
+            }
+            return Some(Tok::Word(&self.s[start..self.pos]));
+        }
+        if c.is_ascii_digit() {
+            while self.pos < b.len() && (b[self.pos].is_ascii_alphanumeric() || b[self.pos] == b'.')
+            {
+                self.pos += 1;
+            }
+            return Some(Tok::Num);
+        }
+        self.pos += 1;
+        Some(Tok::Punct(c))
+    }
+
+    fn quoted(&mut self, q: u8, backslash: bool) {
+        let b = self.s.as_bytes();
+        self.pos += 1;
+        while self.pos < b.len() {
+            let c = b[self.pos];
+            if backslash && c == b'\\' {
+                self.pos += 2;
+                continue;
+            }
+            self.pos += 1;
+            if c == q {
+                if b.get(self.pos) == Some(&q) {
+                    self.pos += 1;
+                } else {
+                    return;
+                }
+            }
+        }
+        self.pos = self.pos.min(b.len());
+    }
+
+    /// `$tag$` or `$$` at the current position: the index just past the opening tag.
+    fn dollar_tag_end(&self) -> Option<usize> {
+        let b = self.s.as_bytes();
+        let mut i = self.pos + 1;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] >= 0x80) {
+            if i == self.pos + 1 && b[i].is_ascii_digit() {
+                return None; // $1 is a parameter, not a tag
+            }
+            i += 1;
+        }
+        (b.get(i) == Some(&b'$')).then_some(i + 1)
+    }
+}
+
+/// One statement of a query string: its text and its effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement<'a> {
+    pub text: &'a str,
+    pub effect: SessionEffect,
+}
+
+/// Splits a query string into statements and classifies each.
+pub fn classify(sql: &str) -> Vec<Statement<'_>> {
+    let mut out = Vec::new();
+    let mut lx = Lexer::new(sql);
+    let mut toks: Vec<Tok<'_>> = Vec::new();
+    let mut start = None;
+    loop {
+        lx.skip_space_and_comments();
+        let here = lx.pos;
+        let t = lx.next_tok();
+        match t {
+            None | Some(Tok::Punct(b';')) => {
+                if let Some(s) = start.take() {
+                    out.push(Statement {
+                        text: sql[s..here].trim_end(),
+                        effect: effect(&toks),
+                    });
+                }
+                toks.clear();
+                if t.is_none() {
+                    return out;
+                }
+            }
+            Some(tok) => {
+                start.get_or_insert(here);
+                toks.push(tok);
+            }
+        }
+    }
+}
+
+fn word_is(t: Option<&Tok<'_>>, w: &str) -> bool {
+    matches!(t, Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w))
+}
+
+fn effect(toks: &[Tok<'_>]) -> SessionEffect {
+    use SessionEffect as E;
+    let first = toks.first();
+    // Function calls anywhere in the statement.
+    for (i, t) in toks.iter().enumerate() {
+        if let Tok::Word(w) = t {
+            let call = matches!(toks.get(i + 1), Some(Tok::Punct(b'(')));
+            if !call {
+                continue;
+            }
+            if w.eq_ignore_ascii_case("pg_advisory_lock")
+                || w.eq_ignore_ascii_case("pg_advisory_lock_shared")
+                || w.eq_ignore_ascii_case("pg_try_advisory_lock")
+                || w.eq_ignore_ascii_case("pg_try_advisory_lock_shared")
+            {
+                return E::Unshareable("a session-level advisory lock");
+            }
+        }
+    }
+    let untracked_call = toks.windows(2).any(
+        |w| matches!(w, [Tok::Word(f), Tok::Punct(b'(')] if f.eq_ignore_ascii_case("set_config")),
+    );
+    let result = if word_is(first, "set") {
+        set_effect(&toks[1..])
+    } else if word_is(first, "reset") {
+        match toks.get(1) {
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("all") => E::ResetAll,
+            Some(Tok::Word(w))
+                if w.eq_ignore_ascii_case("role") || w.eq_ignore_ascii_case("session") =>
+            {
+                E::Unshareable("SET ROLE / SET SESSION AUTHORIZATION")
+            }
+            _ => match param_name(&toks[1..]) {
+                Some(name) => E::Reset { name },
+                None => E::Untracked,
+            },
+        }
+    } else if word_is(first, "discard") {
+        if word_is(toks.get(1), "all") {
+            E::ResetAll
+        } else {
+            E::None
+        }
+    } else if word_is(first, "listen") {
+        E::Unshareable("LISTEN")
+    } else if word_is(first, "prepare") && !word_is(toks.get(1), "transaction") {
+        E::Unshareable("PREPARE (SQL-level prepared statements)")
+    } else if word_is(first, "execute") || word_is(first, "deallocate") {
+        E::Unshareable("EXECUTE / DEALLOCATE of SQL-level prepared statements")
+    } else if word_is(first, "declare") {
+        let hold = toks
+            .windows(2)
+            .any(|w| word_is(w.first(), "with") && word_is(w.get(1), "hold"));
+        if hold {
+            E::Unshareable("a WITH HOLD cursor")
+        } else {
+            E::None
+        }
+    } else if word_is(first, "create") {
+        let temp = toks
+            .iter()
+            .take(4)
+            .any(|t| word_is(Some(t), "temp") || word_is(Some(t), "temporary"));
+        let on_commit_drop = toks.windows(3).any(|w| {
+            word_is(w.first(), "on") && word_is(w.get(1), "commit") && word_is(w.get(2), "drop")
+        });
+        if temp && !on_commit_drop {
+            E::Unshareable("a temporary object that outlives its transaction")
+        } else {
+            E::None
+        }
+    } else if word_is(first, "load") {
+        E::Untracked
+    } else {
+        E::None
+    };
+    match result {
+        E::None if untracked_call => E::Untracked,
+        other => other,
+    }
+}
+
+/// `SET …` after the SET keyword.
+fn set_effect(rest: &[Tok<'_>]) -> SessionEffect {
+    use SessionEffect as E;
+    let mut rest = rest;
+    match rest.first() {
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("local") => return E::None,
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("transaction") => return E::None,
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("role") => {
+            return E::Unshareable("SET ROLE / SET SESSION AUTHORIZATION");
+        }
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("session") => {
+            if word_is(rest.get(1), "authorization") {
+                return E::Unshareable("SET ROLE / SET SESSION AUTHORIZATION");
+            }
+            if word_is(rest.get(1), "characteristics") {
+                return E::Set {
+                    name: "session characteristics".into(),
+                };
+            }
+            rest = &rest[1..];
+            if word_is(rest.first(), "role") {
+                return E::Unshareable("SET ROLE / SET SESSION AUTHORIZATION");
+            }
+        }
+        _ => {}
+    }
+    let (name, consumed) = match rest {
+        [Tok::Word(a), Tok::Word(b), ..]
+            if a.eq_ignore_ascii_case("time") && b.eq_ignore_ascii_case("zone") =>
+        {
+            ("timezone".to_string(), 2)
+        }
+        [Tok::Word(a), ..] if a.eq_ignore_ascii_case("names") => ("client_encoding".into(), 1),
+        [Tok::Word(a), ..] if a.eq_ignore_ascii_case("schema") => ("search_path".into(), 1),
+        [Tok::Word(a), Tok::Word(b), ..]
+            if a.eq_ignore_ascii_case("xml") && b.eq_ignore_ascii_case("option") =>
+        {
+            ("xmloption".into(), 2)
+        }
+        _ => match param_name(rest) {
+            Some(n) => {
+                let used = if n.contains('.') { 3 } else { 1 };
+                (n, used)
+            }
+            None => return E::Untracked,
+        },
+    };
+    // `SET x TO DEFAULT` / `SET x = DEFAULT` is a reset.
+    let value = &rest[consumed.min(rest.len())..];
+    let is_default = matches!(value, [Tok::Word(to), Tok::Word(d)]
+            if to.eq_ignore_ascii_case("to") && d.eq_ignore_ascii_case("default"))
+        || matches!(value, [Tok::Punct(b'='), Tok::Word(d)] if d.eq_ignore_ascii_case("default"));
+    if is_default {
+        E::Reset { name }
+    } else {
+        E::Set { name }
+    }
+}
+
+/// A parameter name: `name` or `prefix.name`, lowercased.
+fn param_name(toks: &[Tok<'_>]) -> Option<String> {
+    match toks {
+        [Tok::Word(a), Tok::Punct(b'.'), Tok::Word(b), ..] => Some(format!(
+            "{}.{}",
+            a.to_ascii_lowercase(),
+            b.to_ascii_lowercase()
+        )),
+        [Tok::Word(a), ..] => Some(a.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionEffect as E;
+    use super::*;
+
+    fn one(sql: &str) -> SessionEffect {
+        let v = classify(sql);
+        assert_eq!(v.len(), 1, "{sql}: {v:?}");
+        v[0].effect.clone()
+    }
+
+    #[test]
+    fn session_sets_are_tracked() {
+        assert_eq!(
+            one("SET statement_timeout = 5000"),
+            E::Set {
+                name: "statement_timeout".into()
+            }
+        );
+        assert_eq!(
+            one("set session DateStyle to 'ISO'"),
+            E::Set {
+                name: "datestyle".into()
+            }
+        );
+        assert_eq!(
+            one("SET TIME ZONE 'UTC'"),
+            E::Set {
+                name: "timezone".into()
+            }
+        );
+        assert_eq!(
+            one("SET myapp.tenant = '7'"),
+            E::Set {
+                name: "myapp.tenant".into()
+            }
+        );
+        assert_eq!(one("SET x TO DEFAULT"), E::Reset { name: "x".into() });
+        assert_eq!(
+            one("RESET work_mem"),
+            E::Reset {
+                name: "work_mem".into()
+            }
+        );
+        assert_eq!(one("RESET ALL"), E::ResetAll);
+        assert_eq!(one("DISCARD ALL"), E::ResetAll);
+    }
+
+    #[test]
+    fn transaction_scoped_statements_are_harmless() {
+        assert_eq!(one("SET LOCAL statement_timeout = 1"), E::None);
+        assert_eq!(one("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), E::None);
+        assert_eq!(one("select 'SET x = 1', \"set\" from t"), E::None);
+        assert_eq!(one("/* SET x=1 */ SELECT 1 -- ; SET y = 2"), E::None);
+        assert_eq!(one("SELECT $$ ; LISTEN x; $$"), E::None);
+        assert_eq!(one("CREATE TEMP TABLE t (a int) ON COMMIT DROP"), E::None);
+        assert_eq!(one("SELECT pg_advisory_xact_lock(1)"), E::None);
+    }
+
+    #[test]
+    fn unshareable_and_untracked() {
+        assert!(matches!(one("LISTEN chan"), E::Unshareable(_)));
+        assert!(matches!(one("PREPARE p AS SELECT 1"), E::Unshareable(_)));
+        assert!(matches!(
+            one("create temporary table t(a int)"),
+            E::Unshareable(_)
+        ));
+        assert!(matches!(
+            one("DECLARE c CURSOR WITH HOLD FOR SELECT 1"),
+            E::Unshareable(_)
+        ));
+        assert!(matches!(
+            one("select pg_advisory_lock(1)"),
+            E::Unshareable(_)
+        ));
+        assert!(matches!(one("SET ROLE admin"), E::Unshareable(_)));
+        assert!(matches!(
+            one("SET SESSION AUTHORIZATION x"),
+            E::Unshareable(_)
+        ));
+        assert_eq!(one("SELECT set_config('a.b', '1', false)"), E::Untracked);
+    }
+
+    #[test]
+    fn splits_statements() {
+        let v = classify("BEGIN; SET a = 1 ; SELECT ';' ; ;COMMIT");
+        let texts: Vec<_> = v.iter().map(|s| s.text).collect();
+        assert_eq!(texts, vec!["BEGIN", "SET a = 1", "SELECT ';'", "COMMIT"]);
+        assert_eq!(v[1].effect, E::Set { name: "a".into() });
+        assert!(classify("  ;  -- nothing").is_empty());
+        assert_eq!(classify("select E'\\';SET x=1'").len(), 1);
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for s in [
+            "'",
+            "\"",
+            "$a",
+            "$a$",
+            "/*",
+            "e'\\",
+            "set",
+            "set session",
+            "reset",
+            "$1$",
+            "é;set x=1",
+        ] {
+            let _ = classify(s);
+        }
+    }
+}
