@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's full check, as run by CI (.ci/run) and documented in the
+# README: formatting, lints, all tests, doctests, and that benchmarks build.
+# Needs the dependencies from scripts/install-deps.sh (PostgreSQL binaries for
+# the integration tests; cargo-nextest is optional).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck source=/dev/null
+    . "$HOME/.cargo/env"
+fi
+
+section() { printf '\n===== %s =====\n' "$*"; }
+
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+section "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    section "cargo nextest run --workspace --no-fail-fast"
+    cargo nextest run --workspace --no-fail-fast
+else
+    section "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
+    cargo test --workspace --no-fail-fast
+fi
+
+# nextest does not run doctests.
+section "cargo test --doc"
+cargo test --doc
+
+section "cargo bench --no-run"
+cargo bench --no-run
+
+section "all checks passed"

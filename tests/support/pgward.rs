@@ -1,0 +1,244 @@
+//! pgward running in process in front of a [`PgServer`]: the configuration the integration
+//! tests share, a server on `127.0.0.1:0` with its own runtime thread, and client helpers.
+//!
+//! pgward gets its own multi-threaded runtime on a separate thread so that tests may block
+//! (psql, pgbench, the harness's superuser calls) without stalling the pooler.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use pgward::App;
+use pgward::auth::scram::ScramVerifier;
+use pgward::auth::secret::Secret;
+
+use super::pg::{PgServer, pgbench_cmd, psql_cmd};
+
+/// The client user's password (what applications know).
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-client-secret-7f3a";
+/// The backend role's password (what only pgward knows).
+pub const BACKEND_ROLE: &str = "app_rw";
+pub const BACKEND_PASSWORD: &str = "backend-secret-91c2";
+
+/// Knobs the tests turn; everything else is fixed.
+#[derive(Clone)]
+pub struct Options {
+    pub pool_size: usize,
+    pub checkout_timeout: f64,
+    pub max_client_connections: usize,
+    pub user_max_connections: Option<usize>,
+    /// Extra TOML appended to the generated config (more users, databases).
+    pub extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pool_size: 5,
+            checkout_timeout: 10.0,
+            max_client_connections: 200,
+            user_max_connections: None,
+            extra: String::new(),
+        }
+    }
+}
+
+/// A PostgreSQL server with roles and databases, and pgward in front of it with two databases:
+/// `appdb` (transaction mode) and `appdb_session` (session mode), both as `app_rw`.
+pub struct TestEnv {
+    pub pgward: Pgward,
+    pub pg: PgServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn start() -> TestEnv {
+        Self::with(Options::default())
+    }
+
+    pub fn with(opts: Options) -> TestEnv {
+        let pg = PgServer::start();
+        pg.create_role(BACKEND_ROLE, BACKEND_PASSWORD);
+        pg.create_database("appdb", BACKEND_ROLE);
+        let dir = tempfile::tempdir().expect("temp dir for the pgward config");
+        std::fs::write(
+            dir.path().join("app_rw.password"),
+            format!("{BACKEND_PASSWORD}\n"),
+        )
+        .expect("write backend password file");
+        let verifier = ScramVerifier::new_random(&Secret::new(APP_PASSWORD), 4096);
+        let user_max = opts
+            .user_max_connections
+            .map(|n| format!("max_connections = {n}\n"))
+            .unwrap_or_default();
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+max_client_connections = {max_clients}
+shutdown_timeout = 2
+
+[[users]]
+name = "{APP_USER}"
+scram_verifier = "{verifier}"
+{user_max}
+
+[[databases]]
+name = "appdb"
+port = {port}
+backend_user = "{BACKEND_ROLE}"
+backend_password_file = "app_rw.password"
+pool_mode = "transaction"
+pool_size = {pool_size}
+checkout_timeout = {checkout}
+
+[[databases]]
+name = "appdb_session"
+dbname = "appdb"
+port = {port}
+backend_user = "{BACKEND_ROLE}"
+backend_password_file = "app_rw.password"
+pool_mode = "session"
+pool_size = {pool_size}
+checkout_timeout = {checkout}
+{extra}
+"#,
+            max_clients = opts.max_client_connections,
+            port = pg.port(),
+            pool_size = opts.pool_size,
+            checkout = opts.checkout_timeout,
+            extra = opts.extra,
+        );
+        std::fs::write(dir.path().join("pgward.toml"), &toml).expect("write config");
+        let config = pgward::config::from_toml(&toml, dir.path()).expect("valid test config");
+        let pgward = Pgward::start(config);
+        TestEnv { pgward, pg, dir }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.pgward.addr.port()
+    }
+
+    /// A libpq connection string to pgward.
+    pub fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable connect_timeout=10",
+            self.port()
+        )
+    }
+
+    /// tokio-postgres through pgward as the app user; the connection task is spawned.
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        self.try_client(APP_USER, APP_PASSWORD, db)
+            .await
+            .unwrap_or_else(|e| panic!("connect through pgward to {db}: {e}"))
+    }
+
+    pub async fn try_client(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conn_str(user, password, db), tokio_postgres::NoTls)
+                .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// psql through pgward as the app user.
+    pub fn psql(&self, db: &str) -> Command {
+        psql_cmd("127.0.0.1", self.port(), APP_USER, APP_PASSWORD, db)
+    }
+
+    /// pgbench through pgward as the app user.
+    pub fn pgbench(&self, db: &str) -> Command {
+        pgbench_cmd("127.0.0.1", self.port(), APP_USER, APP_PASSWORD, db)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pgward.toml")
+    }
+}
+
+/// pgward serving on 127.0.0.1:0 from its own runtime thread until dropped.
+pub struct Pgward {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pgward {
+    pub fn start(config: pgward::Config) -> Pgward {
+        let app = App::new(config);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let app_for_thread = Arc::clone(&app);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("pgward test runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind pgward test listener");
+                addr_tx
+                    .send(listener.local_addr().expect("local addr"))
+                    .expect("report address");
+                pgward::run_app(app_for_thread, listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            });
+        });
+        let addr = addr_rx.recv().expect("pgward started");
+        Pgward {
+            addr,
+            app,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Pgward {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgward) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_owned())
+}
+
+/// The message of a tokio-postgres error sent by the server (or pgward).
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Runs a command, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run client program");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
