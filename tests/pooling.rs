@@ -1,0 +1,284 @@
+//! Pooling with real clients: pgbench through transaction mode stays within the pool, session
+//! mode runs prepared statements, waiters are served in arrival order, and session state never
+//! travels from one client to the next.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use support::pgward::{BACKEND_ROLE, Options, TestEnv, run, sqlstate};
+use tokio_postgres::SimpleQueryMessage;
+
+async fn one_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// Runs pgbench through pgward while sampling pg_stat_activity; returns (stdout, max backends).
+fn pgbench_with_backend_sampling(env: &TestEnv, db: &str, args: &[&str]) -> (String, i64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_seen = Arc::new(AtomicI64::new(0));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        let max_seen = Arc::clone(&max_seen);
+        let port = env.pg.port();
+        let dir = env.pg.dir().to_path_buf();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let out = std::process::Command::new("psql")
+                    .args(["-X", "-At", "-h"])
+                    .arg(&dir)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg(format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{BACKEND_ROLE}' AND backend_type = 'client backend'"
+                    ))
+                    .output();
+                if let Ok(o) = out {
+                    if let Ok(n) = String::from_utf8_lossy(&o.stdout).trim().parse::<i64>() {
+                        max_seen.fetch_max(n, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let (ok, out, err) = run(env.pgbench(db).args(args));
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    assert!(ok, "pgbench {args:?} failed:\n{out}\n{err}");
+    (out, max_seen.load(Ordering::Relaxed))
+}
+
+fn failed_transactions(pgbench_out: &str) -> u64 {
+    pgbench_out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failed-transactions line in:\n{pgbench_out}"))
+}
+
+#[test]
+fn pgbench_transaction_mode_50_clients_over_5_connections() {
+    let env = TestEnv::with(Options {
+        pool_size: 5,
+        ..Options::default()
+    });
+    let (ok, out, err) = run(env.pgbench("appdb").args(["-i", "-s", "1", "-q"]));
+    assert!(ok, "pgbench -i through pgward failed:\n{out}\n{err}");
+    for protocol in ["simple", "extended"] {
+        let (out, max_backends) = pgbench_with_backend_sampling(
+            &env,
+            "appdb",
+            &["-c", "50", "-j", "2", "-T", "4", "-M", protocol],
+        );
+        assert_eq!(failed_transactions(&out), 0, "{protocol}:\n{out}");
+        assert!(
+            out.contains("number of transactions actually processed"),
+            "{out}"
+        );
+        assert!(
+            (1..=5).contains(&max_backends),
+            "{protocol}: PostgreSQL saw {max_backends} backend connections for a pool of 5"
+        );
+    }
+}
+
+#[test]
+fn pgbench_prepared_in_session_mode() {
+    let env = TestEnv::start();
+    let (ok, out, err) = run(env.pgbench("appdb_session").args(["-i", "-s", "1", "-q"]));
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = run(env
+        .pgbench("appdb_session")
+        .args(["-c", "4", "-j", "2", "-T", "3", "-M", "prepared"]));
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(failed_transactions(&out), 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_mode_state_is_gone_for_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let a = env.client("appdb_session").await;
+    let pid_a = one_value(&a, "SELECT pg_backend_pid()").await;
+    a.batch_execute(
+        "SET statement_timeout = 4321; CREATE TEMP TABLE t_a(x int); SELECT pg_advisory_lock(77); \
+         LISTEN chan_a; PREPARE p_a AS SELECT 1",
+    )
+    .await
+    .expect("session state");
+    drop(a);
+    // The same (only) server connection serves the next client, reset.
+    let b = env.client("appdb_session").await;
+    assert_eq!(
+        one_value(&b, "SELECT pg_backend_pid()").await,
+        pid_a,
+        "same backend"
+    );
+    assert_eq!(one_value(&b, "SHOW statement_timeout").await, "0");
+    assert_eq!(
+        one_value(&b, "SELECT count(*) FROM pg_prepared_statements").await,
+        "0"
+    );
+    assert_eq!(
+        one_value(&b, "SELECT to_regclass('pg_temp.t_a') IS NULL").await,
+        "t"
+    );
+    assert_eq!(
+        one_value(&b, "SELECT count(*) FROM pg_listening_channels()").await,
+        "0"
+    );
+    assert_eq!(
+        one_value(
+            &b,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        )
+        .await,
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_mode_set_does_not_reach_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let a = env.client("appdb").await;
+    let b = env.client("appdb").await;
+    let pid = one_value(&a, "SELECT pg_backend_pid()").await;
+    a.batch_execute("SET statement_timeout = 1234")
+        .await
+        .expect("set");
+    assert_eq!(one_value(&a, "SHOW statement_timeout").await, "1234ms");
+    // B gets the same server connection, without A's setting.
+    assert_eq!(
+        one_value(&b, "SELECT pg_backend_pid()").await,
+        pid,
+        "same backend"
+    );
+    assert_eq!(one_value(&b, "SHOW statement_timeout").await, "0");
+    // A's setting is A's: it comes back on A's next transaction.
+    assert_eq!(one_value(&a, "SHOW statement_timeout").await, "1234ms");
+    assert_eq!(one_value(&b, "SHOW statement_timeout").await, "0");
+    // RESET drops it for A too.
+    a.batch_execute("RESET statement_timeout")
+        .await
+        .expect("reset");
+    assert_eq!(one_value(&a, "SHOW statement_timeout").await, "0");
+    // set_config(…, false) cannot be replayed: the server is reset before B uses it.
+    a.simple_query("SELECT set_config('work_mem', '7MB', false)")
+        .await
+        .expect("set_config");
+    assert_eq!(one_value(&b, "SHOW work_mem").await, "4MB");
+    // A SET inside a rolled-back transaction is not kept.
+    a.batch_execute("BEGIN; SET search_path = nowhere; ROLLBACK")
+        .await
+        .expect("rolled back set");
+    assert_eq!(one_value(&a, "SHOW search_path").await, "\"$user\", public");
+    // A SET inside a committed transaction is kept, and still not seen by B.
+    a.batch_execute("BEGIN; SET DateStyle = 'German'; COMMIT")
+        .await
+        .expect("committed set");
+    assert_eq!(one_value(&b, "SHOW DateStyle").await, "ISO, MDY");
+    assert_eq!(one_value(&a, "SHOW DateStyle").await, "German, DMY");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_parameters_belong_to_the_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let (a, c) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(env.port())
+        .user(support::pgward::APP_USER)
+        .password(support::pgward::APP_PASSWORD)
+        .dbname("appdb")
+        .application_name("client_a")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect a");
+    tokio::spawn(c);
+    let b = env.client("appdb").await;
+    assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
+    assert_eq!(one_value(&b, "SHOW application_name").await, "");
+    assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
+    // tokio-postgres asks for client_encoding UTF8 and gets it.
+    assert_eq!(one_value(&a, "SHOW client_encoding").await, "UTF8");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_mode_refuses_what_cannot_be_shared_and_stays_usable() {
+    let env = TestEnv::start();
+    let c = env.client("appdb").await;
+    for sql in [
+        "LISTEN chan",
+        "PREPARE p AS SELECT 1",
+        "CREATE TEMP TABLE t(x int)",
+        "SELECT pg_advisory_lock(1)",
+        "SET ROLE postgres",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{sql}: {e}");
+        assert_eq!(one_value(&c, "SELECT 1").await, "1", "usable after {sql}");
+    }
+    // tokio-postgres prepares named statements: refused in transaction mode, session goes on.
+    let e = c
+        .query("SELECT $1::int", &[&1i32])
+        .await
+        .expect_err("named");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    assert_eq!(one_value(&c, "SELECT 2").await, "2");
+    // Inside a transaction the refusal leaves the transaction as it was.
+    c.batch_execute("BEGIN").await.expect("begin");
+    c.simple_query("LISTEN x").await.expect_err("listen");
+    assert_eq!(one_value(&c, "SELECT 3").await, "3");
+    c.batch_execute("COMMIT").await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiters_are_served_in_arrival_order() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let holder = env.client("appdb").await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(env.client("appdb").await);
+    }
+    holder.batch_execute("BEGIN").await.expect("begin");
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let v = one_value(&c, "SELECT clock_timestamp()::text").await;
+            (i, v)
+        }));
+        // Let each request reach the queue before the next one.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let mut served = Vec::new();
+    for t in tasks {
+        served.push(t.await.expect("task"));
+    }
+    let mut by_time = served.clone();
+    by_time.sort_by(|a, b| a.1.cmp(&b.1));
+    let order: Vec<usize> = by_time.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, vec![0, 1, 2, 3], "served out of order: {served:?}");
+}
