@@ -12,5 +12,6 @@
 //! expected here and silenced (they would otherwise fail `clippy -D warnings`).
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod pg;
 pub mod pgward;

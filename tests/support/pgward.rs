@@ -30,6 +30,9 @@ pub struct Options {
     pub checkout_timeout: f64,
     pub max_client_connections: usize,
     pub user_max_connections: Option<usize>,
+    pub max_message_bytes: usize,
+    /// Extra lines for the `[server]` section.
+    pub server_extra: String,
     /// Extra TOML appended to the generated config (more users, databases).
     pub extra: String,
 }
@@ -41,6 +44,8 @@ impl Default for Options {
             checkout_timeout: 10.0,
             max_client_connections: 200,
             user_max_connections: None,
+            max_message_bytes: 1 << 20,
+            server_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -79,6 +84,8 @@ impl TestEnv {
 [server]
 listen = "127.0.0.1:0"
 max_client_connections = {max_clients}
+max_message_bytes = {max_message}
+{server_extra}
 shutdown_timeout = 2
 
 [[users]]
@@ -107,6 +114,8 @@ checkout_timeout = {checkout}
 {extra}
 "#,
             max_clients = opts.max_client_connections,
+            max_message = opts.max_message_bytes,
+            server_extra = opts.server_extra,
             port = pg.port(),
             pool_size = opts.pool_size,
             checkout = opts.checkout_timeout,
@@ -241,4 +250,133 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A raw protocol-3.0 connection logged in through pgward as the app user, for tests that must
+/// send bytes no well-behaved client library would.
+pub struct RawSession {
+    pub stream: std::net::TcpStream,
+}
+
+impl RawSession {
+    pub fn login(port: u16, db: &str) -> RawSession {
+        use pgward::auth::scram::{ChannelBinding, ScramClient};
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut body = (3u32 << 16).to_be_bytes().to_vec();
+        for (k, v) in [("user", APP_USER), ("database", db)] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        stream.write_all(&packet).expect("startup");
+        let mut raw = RawSession { stream };
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let (tag, body) = raw.read_message();
+            match tag {
+                b'R' => {
+                    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let data = &body[4..];
+                    match code {
+                        0 => {}
+                        10 => {
+                            let mut c = ScramClient::new(
+                                &Secret::new(APP_PASSWORD),
+                                ChannelBinding::NotSupported,
+                                &["SCRAM-SHA-256"],
+                            )
+                            .expect("scram client");
+                            let first = c.client_first();
+                            let mut m = vec![b'p'];
+                            let len = 4 + c.mechanism().len() + 1 + 4 + first.len();
+                            m.extend_from_slice(&(len as i32).to_be_bytes());
+                            m.extend_from_slice(c.mechanism().as_bytes());
+                            m.push(0);
+                            m.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                            m.extend_from_slice(&first);
+                            raw.stream.write_all(&m).expect("sasl initial");
+                            scram = Some(c);
+                        }
+                        11 => {
+                            let fin = scram
+                                .as_mut()
+                                .expect("sasl started")
+                                .server_first(data)
+                                .expect("server first");
+                            let mut m = vec![b'p'];
+                            m.extend_from_slice(&((4 + fin.len()) as i32).to_be_bytes());
+                            m.extend_from_slice(&fin);
+                            raw.stream.write_all(&m).expect("sasl response");
+                        }
+                        12 => scram
+                            .as_mut()
+                            .expect("sasl started")
+                            .server_final(data)
+                            .expect("server signature"),
+                        other => panic!("unexpected auth request {other}"),
+                    }
+                }
+                b'Z' => return raw,
+                b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one message; panics on EOF.
+    pub fn read_message(&mut self) -> (u8, Vec<u8>) {
+        self.try_read_message().expect("message from pgward")
+    }
+
+    /// Reads one message; `None` once pgward has closed the connection.
+    pub fn try_read_message(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut header = [0u8; 5];
+        self.stream.read_exact(&mut header).ok()?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        self.stream.read_exact(&mut body).ok()?;
+        Some((header[0], body))
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads until the connection closes; returns the SQLSTATEs of the errors received.
+    pub fn errors_until_closed(&mut self) -> Vec<String> {
+        let mut codes = Vec::new();
+        while let Some((tag, body)) = self.try_read_message() {
+            if tag == b'E' {
+                codes.push(error_code(&body));
+            }
+        }
+        codes
+    }
+}
+
+/// The SQLSTATE field of an ErrorResponse body.
+pub fn error_code(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default()
+}
+
+/// A simple Query message.
+pub fn query_message(sql: &str) -> Vec<u8> {
+    let mut m = vec![b'Q'];
+    m.extend_from_slice(&((4 + sql.len() + 1) as i32).to_be_bytes());
+    m.extend_from_slice(sql.as_bytes());
+    m.push(0);
+    m
 }
