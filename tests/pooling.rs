@@ -43,10 +43,13 @@ fn pgbench_with_backend_sampling(env: &TestEnv, db: &str, args: &[&str]) -> (Str
                         "SELECT count(*) FROM pg_stat_activity WHERE usename = '{BACKEND_ROLE}' AND backend_type = 'client backend'"
                     ))
                     .output();
-                if let Ok(o) = out {
-                    if let Ok(n) = String::from_utf8_lossy(&o.stdout).trim().parse::<i64>() {
-                        max_seen.fetch_max(n, Ordering::Relaxed);
-                    }
+                if let Some(n) = out.ok().and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                }) {
+                    max_seen.fetch_max(n, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

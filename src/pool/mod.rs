@@ -66,9 +66,6 @@ pub struct Pool {
     state: Mutex<PoolState>,
     next_id: AtomicU64,
     closed: AtomicBool,
-    /// The server's ParameterStatus set, learned from the first connection; what a new client is
-    /// told at login.
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -88,7 +85,6 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
-            server_params: Mutex::new(None),
         })
     }
 
@@ -109,13 +105,6 @@ impl Pool {
             total: s.total,
             waiting: s.waiters.iter().filter(|w| !w.is_closed()).count(),
         }
-    }
-
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
-        self.server_params
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// Waits for a connection: an idle one, a new one if the pool has room, or the next one
@@ -220,10 +209,6 @@ impl Pool {
         .await;
         match &conn {
             Ok(c) => {
-                let mut p = self.server_params.lock().unwrap_or_else(|p| p.into_inner());
-                if p.is_none() {
-                    *p = Some(Arc::new(c.params.clone()));
-                }
                 tracing::debug!(pool = ?self.key, server = c.id, "opened server connection");
             }
             Err(e) => {

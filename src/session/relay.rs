@@ -550,9 +550,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 
     /// Answers a refused frame with an error, in order with what the server still owes.
     async fn refuse(&mut self, tag: u8, err: ClientError) -> Result<(Step, bool), SessionEnd> {
-        if self.extended_open && self.server.is_some() {
+        if let (true, Some(server)) = (self.extended_open, self.server.as_mut()) {
             // Close the server's half-done pipeline first so our error lands after its results.
-            let server = self.server.as_mut().expect("checked above");
             self.out.clear();
             self.out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
             server
@@ -1006,10 +1005,8 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
                 }
             }
         }
-        b'I' | b's' => {
-            if v.tracking && matches!(v.expects.front(), Some(Expect::Statement(_))) {
-                v.expects.pop_front();
-            }
+        b'I' | b's' if v.tracking && matches!(v.expects.front(), Some(Expect::Statement(_))) => {
+            v.expects.pop_front();
         }
         b'G' => *v.copy_in = true,
         b'W' => {

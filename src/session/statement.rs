@@ -95,16 +95,13 @@ impl<'a> Lexer<'a> {
             self.quoted(b'"', false);
             return Some(Tok::Quoted);
         }
-        if c == b'$' {
-            if let Some(end) = self.dollar_tag_end() {
-                let tag = &self.s[start..end];
-                self.pos = end;
-                match self.s[end..].find(tag) {
-                    Some(i) => self.pos = end + i + tag.len(),
-                    None => self.pos = b.len(),
-                }
-                return Some(Tok::Str);
-            }
+        if let Some(end) = (c == b'$').then(|| self.dollar_tag_end()).flatten() {
+            let tag = &self.s[start..end];
+            self.pos = match self.s[end..].find(tag) {
+                Some(i) => end + i + tag.len(),
+                None => b.len(),
+            };
+            return Some(Tok::Str);
         }
         if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
             while self.pos < b.len()
