@@ -274,6 +274,7 @@ impl ServerConn {
                 m.advance(HEADER_LEN);
                 return Ok((f.tag, m));
             }
+            frame::make_room(&mut self.buf);
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(ServerError::Closed);
             }

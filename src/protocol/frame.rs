@@ -8,6 +8,17 @@
 
 use thiserror::Error;
 
+/// How much free space a read buffer gets before each read. `read_buf` on a full `BytesMut`
+/// would otherwise read 64 bytes at a time.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Ensures `buf` has room for a good-sized read; reuses consumed space when it can.
+pub fn make_room(buf: &mut bytes::BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// Type byte + 4-byte length.
 pub const HEADER_LEN: usize = 5;
 

@@ -28,6 +28,7 @@ pub async fn read_client_frame<S: AsyncRead + Unpin>(
                 });
             }
         }
+        frame::make_room(buf);
         match stream.read_buf(buf).await {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => {

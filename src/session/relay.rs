@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
-use crate::protocol::frame::{Chunk, FrameError, FrameScanner};
+use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::cancel::Registration;
 use crate::session::state::SessionParams;
@@ -202,6 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 }
             };
             let read_client = !paused;
+            frame::make_room(&mut self.cbuf);
+            if let Some(server) = self.server.as_mut() {
+                frame::make_room(&mut server.buf);
+            }
             match self.server.as_mut() {
                 None => {
                     tokio::select! {
@@ -777,6 +781,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // Skip the rest of a message that was streaming when the client left.
         let mut rest = self.sscan.remaining();
         while rest > 0 {
+            frame::make_room(&mut server.buf);
             if server.buf.is_empty() && server.stream.read_buf(&mut server.buf).await? == 0 {
                 return Err(ServerError::Closed);
             }
