@@ -285,3 +285,44 @@ async fn waiters_are_served_in_arrival_order() {
     let order: Vec<usize> = by_time.iter().map(|(i, _)| *i).collect();
     assert_eq!(order, vec![0, 1, 2, 3], "served out of order: {served:?}");
 }
+
+#[test]
+fn min_idle_warms_up_and_lifetime_replaces_connections() {
+    let env = TestEnv::with(Options {
+        extra: r#"
+[[databases]]
+name = "warm"
+dbname = "appdb"
+port = PORT
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+min_idle = 2
+server_lifetime = 1.5
+"#
+        .into(),
+        ..Options::default()
+    });
+    // Nobody connected, yet two server connections appear.
+    let seen = env
+        .pg
+        .wait_for_backend_count(BACKEND_ROLE, 2, Duration::from_secs(5));
+    assert_eq!(seen, 2, "min_idle warm-up");
+    let pids = |env: &TestEnv| {
+        env.pg.superuser_sql(&format!(
+            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE usename = '{BACKEND_ROLE}'"
+        ))
+    };
+    let before = pids(&env);
+    // After the lifetime (1.5 s minus up to 10% jitter) the idle ones are replaced.
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = pids(&env);
+    assert_ne!(
+        before, after,
+        "connections past their lifetime must be replaced"
+    );
+    assert_eq!(
+        env.pg
+            .wait_for_backend_count(BACKEND_ROLE, 2, Duration::from_secs(5)),
+        2
+    );
+}

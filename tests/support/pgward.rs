@@ -33,7 +33,8 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Extra lines for the `[server]` section.
     pub server_extra: String,
-    /// Extra TOML appended to the generated config (more users, databases).
+    /// Extra TOML appended to the generated config (more users, databases); `PORT` in it is
+    /// replaced by the test server's port.
     pub extra: String,
 }
 
@@ -119,7 +120,7 @@ checkout_timeout = {checkout}
             port = pg.port(),
             pool_size = opts.pool_size,
             checkout = opts.checkout_timeout,
-            extra = opts.extra,
+            extra = opts.extra.replace("PORT", &pg.port().to_string()),
         );
         std::fs::write(dir.path().join("pgward.toml"), &toml).expect("write config");
         let config = pgward::config::from_toml(&toml, dir.path()).expect("valid test config");
