@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's full check, as run by CI (.ci/run) and documented in the
 # README: formatting, lints, all tests, doctests, and that benchmarks build.
-# Needs the dependencies from scripts/install-deps.sh (PostgreSQL binaries for
-# the integration tests; cargo-nextest is optional).
+# Installs its dependencies first (scripts/install-deps.sh: PostgreSQL binaries for the
+# integration tests, cargo-nextest).
+
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,6 +14,11 @@ if [ -f "$HOME/.cargo/env" ]; then
 fi
 
 section() { printf '\n===== %s =====\n' "$*"; }
+
+# Idempotent and quick when everything is there: the README's one test command must work on
+# a fresh Debian machine too.
+section "dependencies"
+bash scripts/install-deps.sh
 
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check
