@@ -52,6 +52,9 @@ pub enum ClientError {
     },
     /// The server connection failed while the client was using it.
     ServerConnectionLost,
+    /// Bind/Describe of the unnamed statement that this client has not parsed on its current
+    /// server connection (it may be another client's).
+    UnnamedStatementMissing,
     /// Something that cannot be shared between clients in transaction pooling mode.
     NotInTransactionMode {
         what: &'static str,
@@ -91,6 +94,7 @@ impl ClientError {
             ServerUnavailable { .. } => code::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             ServerConnectionLost => code::CONNECTION_FAILURE,
             NotInTransactionMode { .. } => code::FEATURE_NOT_SUPPORTED,
+            UnnamedStatementMissing => code::INVALID_SQL_STATEMENT_NAME,
             ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
             IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             ShuttingDown => code::ADMIN_SHUTDOWN,
@@ -100,9 +104,9 @@ impl ClientError {
     pub fn severity(&self) -> Severity {
         match self {
             // The session survives these: the request fails, the client may retry.
-            ClientError::NotInTransactionMode { .. } | ClientError::CheckoutTimeout { .. } => {
-                Severity::Error
-            }
+            ClientError::NotInTransactionMode { .. }
+            | ClientError::CheckoutTimeout { .. }
+            | ClientError::UnnamedStatementMissing => Severity::Error,
             _ => Severity::Fatal,
         }
     }
@@ -138,6 +142,8 @@ impl ClientError {
                 format!("could not connect to the server for database \"{database}\"")
             }
             ServerConnectionLost => "server connection lost".into(),
+            // PostgreSQL's wording.
+            UnnamedStatementMissing => "unnamed prepared statement does not exist".into(),
             NotInTransactionMode { what } => {
                 format!("{what} is not supported in transaction pooling mode")
             }

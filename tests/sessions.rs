@@ -307,3 +307,87 @@ fn ssl_and_gssenc_requests_are_answered_no() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "plain");
 }
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads to ReadyForQuery; returns (error codes, data rows as text).
+fn until_ready(s: &mut support::pgward::RawSession) -> (Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut rows = Vec::new();
+    loop {
+        let (tag, body) = s.read_message();
+        match tag {
+            b'E' => errors.push(support::pgward::error_code(&body)),
+            b'D' => rows.push(String::from_utf8_lossy(&body).into_owned()),
+            b'Z' => return (errors, rows),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_client_cannot_execute_another_clients_unnamed_statement() {
+    use support::pgward::RawSession;
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let mut a = RawSession::login(env.port(), "appdb");
+    let mut b = RawSession::login(env.port(), "appdb");
+    // A parses the unnamed statement and syncs: its server goes back to the pool, where the
+    // unnamed statement still exists.
+    let mut batch = message(b'P', b"\0SELECT 'secret-of-a'\0\0\0");
+    batch.extend(message(b'S', b""));
+    a.send(&batch);
+    let (errors, _) = until_ready(&mut a);
+    assert!(errors.is_empty(), "{errors:?}");
+    // B binds the unnamed statement without parsing it: refused, never A's statement.
+    let mut batch = message(b'B', b"\0\0\0\0\0\0\0\0");
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    b.send(&batch);
+    let (errors, rows) = until_ready(&mut b);
+    assert_eq!(errors, vec!["26000".to_string()]);
+    assert!(rows.is_empty(), "B must not see A's statement: {rows:?}");
+    // B's own Parse/Bind/Execute works on the same connection.
+    let mut batch = message(b'P', b"\0SELECT 'b-own'\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    b.send(&batch);
+    let (errors, rows) = until_ready(&mut b);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].contains("b-own"));
+}
+
+#[test]
+fn a_refusal_inside_a_pipeline_skips_to_sync_like_postgres() {
+    use support::pgward::RawSession;
+    let env = TestEnv::start();
+    let mut s = RawSession::login(env.port(), "appdb");
+    // First statement runs; the second is a named prepared statement (refused in transaction
+    // mode); the rest until Sync is skipped; one ReadyForQuery ends it.
+    let mut batch = message(b'P', b"\0SELECT 'first'\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'P', b"named\0SELECT 'second'\0\0\0"));
+    batch.extend(message(b'B', b"\0named\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.send(&batch);
+    let (errors, rows) = until_ready(&mut s);
+    assert_eq!(errors, vec!["0A000".to_string()]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains("first"));
+    // The session goes on.
+    s.send(&support::pgward::query_message("SELECT 'after'"));
+    let (errors, rows) = until_ready(&mut s);
+    assert!(errors.is_empty());
+    assert!(rows[0].contains("after"), "{rows:?}");
+}

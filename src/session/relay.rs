@@ -283,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 }
                 Chunk::Whole(frame) => {
                     let (tag, len) = (frame.tag, frame.len);
-                    let step = self.client_frame(tag, pos, len, fwd).await?;
+                    let step = self.client_frame(tag, pos, len, &mut fwd).await?;
                     match step {
                         (Step::Next, forwarded) => {
                             if !forwarded {
@@ -336,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         tag: u8,
         pos: usize,
         len: usize,
-        fwd: usize,
+        fwd: &mut usize,
     ) -> Result<(Step, bool), SessionEnd> {
         if self.skip_until_sync && tag != b'S' && tag != b'X' {
             return Ok((Step::Next, false));
@@ -383,7 +383,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let track = match decision {
             Decision::Refuse(err) => {
                 // Flush what precedes it first, then answer in order.
-                self.forward_client(fwd, pos).await?;
+                self.forward_client(*fwd, pos).await?;
+                *fwd = pos;
                 return self.refuse(tag, err).await;
             }
             Decision::Forward(track) => track.unwrap_or(Tracked::Nothing),
@@ -892,9 +893,7 @@ fn checkout_error(pool: &Pool, e: CheckoutError) -> Acquire {
 }
 
 fn unnamed_missing() -> ClientError {
-    ClientError::ProtocolViolation {
-        reason: "unnamed prepared statement does not exist".into(),
-    }
+    ClientError::UnnamedStatementMissing
 }
 
 fn protocol_violation(e: FrameError) -> SessionEnd {
