@@ -326,3 +326,36 @@ server_lifetime = 1.5
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_changes_hidden_in_code_do_not_reach_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    env.pg
+        .superuser_sql("CREATE ROLE auditor NOLOGIN; GRANT auditor TO app_rw");
+    let a = env.client("appdb").await;
+    let b = env.client("appdb").await;
+    for sql in [
+        "DO $$BEGIN PERFORM set_config('work_mem','77MB',false); END$$",
+        "SELECT \"set_config\"('work_mem','78MB',false)",
+        "DO $$BEGIN PERFORM set_config('role','auditor',false); END$$",
+        "SELECT query_to_xml('select set_config(''search_path'',''nowhere'',false)', true, true, '')",
+    ] {
+        a.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(one_value(&b, "SHOW work_mem").await, "4MB", "after {sql}");
+        assert_eq!(
+            one_value(&b, "SELECT current_user").await,
+            BACKEND_ROLE,
+            "after {sql}"
+        );
+        assert_eq!(
+            one_value(&b, "SHOW search_path").await,
+            "\"$user\", public",
+            "after {sql}"
+        );
+    }
+}

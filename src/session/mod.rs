@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
 
 use crate::app::{App, ClientPermit};
 use crate::auth;
@@ -60,6 +61,7 @@ where
         server,
         params,
         user_permit,
+        user_name,
     } = begun;
     let cancel = app.cancels.register();
     let mut out = BytesMut::new();
@@ -84,9 +86,18 @@ where
     } else if let Some(s) = &server {
         cancel.slot.attach(s.key);
     }
-    tracing::debug!(%peer, pool = ?pool.key, "session started");
+    // Every line the relay logs names the client it is about.
+    let span = tracing::info_span!(
+        "session",
+        %peer,
+        user = %user_name,
+        database = %pool.key.database,
+        backend_user = %pool.key.backend_user,
+    );
+    tracing::debug!(parent: &span, "session started");
     let end = Relay::new(app, stream, buf, pool, server, params, cancel)
         .run()
+        .instrument(span)
         .await;
     match end {
         SessionEnd::ClientClosed => tracing::debug!(%peer, "session ended"),
@@ -104,6 +115,7 @@ struct Begun {
     server: Option<crate::pool::PoolGuard>,
     params: Arc<SessionParams>,
     user_permit: ClientPermit,
+    user_name: String,
 }
 
 /// Startup packet, negotiation, authentication, routing and the first server checkout.
@@ -192,6 +204,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         server: Some(server),
         params,
         user_permit,
+        user_name,
     }))
 }
 

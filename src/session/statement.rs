@@ -27,8 +27,10 @@ pub enum SessionEffect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok<'a> {
     Word(&'a str),
-    Quoted,
-    Str,
+    /// A quoted identifier, quotes included.
+    Quoted(&'a str),
+    /// A string literal (any quoting), quotes included.
+    Str(&'a str),
     Num,
     Punct(u8),
 }
@@ -85,15 +87,15 @@ impl<'a> Lexer<'a> {
         if (c == b'e' || c == b'E') && b.get(start + 1) == Some(&b'\'') {
             self.pos += 1;
             self.quoted(b'\'', true);
-            return Some(Tok::Str);
+            return Some(Tok::Str(&self.s[start..self.pos]));
         }
         if c == b'\'' {
             self.quoted(b'\'', false);
-            return Some(Tok::Str);
+            return Some(Tok::Str(&self.s[start..self.pos]));
         }
         if c == b'"' {
             self.quoted(b'"', false);
-            return Some(Tok::Quoted);
+            return Some(Tok::Quoted(&self.s[start..self.pos]));
         }
         if let Some(end) = (c == b'$').then(|| self.dollar_tag_end()).flatten() {
             let tag = &self.s[start..end];
@@ -101,7 +103,7 @@ impl<'a> Lexer<'a> {
                 Some(i) => end + i + tag.len(),
                 None => b.len(),
             };
-            return Some(Tok::Str);
+            return Some(Tok::Str(&self.s[start..self.pos]));
         }
         if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
             while self.pos < b.len()
@@ -202,28 +204,74 @@ fn word_is(t: Option<&Tok<'_>>, w: &str) -> bool {
     matches!(t, Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w))
 }
 
+/// Words that, inside a string literal, may be SQL that some function executes in this session
+/// (`query_to_xml('…')`, `EXECUTE` in a DO body): such a statement is treated as changing
+/// session state. False alarms only cost a reset of the server connection.
+const SUSPICIOUS_IN_STRINGS: &[&str] = &[
+    "set_config",
+    "set ",
+    "set\t",
+    "set\n",
+    "reset",
+    "role",
+    "listen",
+    "advisory_lock",
+    "temp",
+    "prepare",
+    "declare",
+    "discard",
+    "load",
+];
+
+const SESSION_LOCK_FUNCTIONS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// The name of an identifier token, quotes removed.
+fn ident<'a>(t: &Tok<'a>) -> Option<&'a str> {
+    match t {
+        Tok::Word(w) => Some(w),
+        Tok::Quoted(q) => Some(q.trim_matches('"')),
+        _ => None,
+    }
+}
+
 fn effect(toks: &[Tok<'_>]) -> SessionEffect {
     use SessionEffect as E;
     let first = toks.first();
-    // Function calls anywhere in the statement.
+    // Function calls anywhere in the statement, however the name is quoted or qualified.
+    let mut untracked_call = false;
     for (i, t) in toks.iter().enumerate() {
-        if let Tok::Word(w) = t {
-            let call = matches!(toks.get(i + 1), Some(Tok::Punct(b'(')));
-            if !call {
-                continue;
-            }
-            if w.eq_ignore_ascii_case("pg_advisory_lock")
-                || w.eq_ignore_ascii_case("pg_advisory_lock_shared")
-                || w.eq_ignore_ascii_case("pg_try_advisory_lock")
-                || w.eq_ignore_ascii_case("pg_try_advisory_lock_shared")
-            {
-                return E::Unshareable("a session-level advisory lock");
-            }
+        let Some(name) = ident(t) else { continue };
+        if !matches!(toks.get(i + 1), Some(Tok::Punct(b'('))) {
+            continue;
         }
+        if SESSION_LOCK_FUNCTIONS
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f))
+        {
+            return E::Unshareable("a session-level advisory lock");
+        }
+        untracked_call |= name.eq_ignore_ascii_case("set_config");
     }
-    let untracked_call = toks.windows(2).any(
-        |w| matches!(w, [Tok::Word(f), Tok::Punct(b'(')] if f.eq_ignore_ascii_case("set_config")),
-    );
+    // DO blocks and procedures run arbitrary code; so may a string some function executes.
+    untracked_call |= word_is(first, "do") || word_is(first, "call");
+    untracked_call |= toks.iter().any(|t| match t {
+        Tok::Str(s) => SUSPICIOUS_IN_STRINGS
+            .iter()
+            .any(|w| contains_ignore_case(s, w)),
+        _ => false,
+    });
     let result = if word_is(first, "set") {
         set_effect(&toks[1..])
     } else if word_is(first, "reset") {
@@ -408,9 +456,11 @@ mod tests {
     fn transaction_scoped_statements_are_harmless() {
         assert_eq!(one("SET LOCAL statement_timeout = 1"), E::None);
         assert_eq!(one("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), E::None);
-        assert_eq!(one("select 'SET x = 1', \"set\" from t"), E::None);
+        assert_eq!(one("select 'plain text', \"set\" from t"), E::None);
         assert_eq!(one("/* SET x=1 */ SELECT 1 -- ; SET y = 2"), E::None);
-        assert_eq!(one("SELECT $$ ; LISTEN x; $$"), E::None);
+        assert_eq!(one("SELECT $$ ; not a statement; $$"), E::None);
+        // Conservative: a string that looks like session SQL might be executed by a function.
+        assert_eq!(one("SELECT $$ ; LISTEN x; $$"), E::Untracked);
         assert_eq!(one("CREATE TEMP TABLE t (a int) ON COMMIT DROP"), E::None);
         assert_eq!(one("SELECT pg_advisory_xact_lock(1)"), E::None);
     }
@@ -437,6 +487,28 @@ mod tests {
             E::Unshareable(_)
         ));
         assert_eq!(one("SELECT set_config('a.b', '1', false)"), E::Untracked);
+        // Hidden in code that runs in this session: still noticed.
+        assert_eq!(
+            one("DO $$BEGIN PERFORM set_config('work_mem','77MB',false); END$$"),
+            E::Untracked
+        );
+        assert_eq!(
+            one("SELECT \"set_config\"('work_mem','78MB',false)"),
+            E::Untracked
+        );
+        assert_eq!(
+            one("SELECT pg_catalog.set_config('role','x',false)"),
+            E::Untracked
+        );
+        assert_eq!(one("CALL my_procedure()"), E::Untracked);
+        assert_eq!(
+            one("SELECT query_to_xml('select set_config(''role'',''x'',false)', true, true, '')"),
+            E::Untracked
+        );
+        assert!(matches!(
+            one("SELECT \"pg_advisory_lock\"(1)"),
+            E::Unshareable(_)
+        ));
     }
 
     #[test]
