@@ -8,21 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use support::pgward::{BACKEND_ROLE, Options, TestEnv, run, sqlstate};
-use tokio_postgres::SimpleQueryMessage;
-
-async fn one_value(client: &tokio_postgres::Client, sql: &str) -> String {
-    let msgs = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    msgs.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql}: no row"))
-}
+use support::pgward::{BACKEND_ROLE, Options, TestEnv, one_value, run, sqlstate};
 
 /// Runs pgbench through pgward while sampling pg_stat_activity; returns (stdout, max backends).
 fn pgbench_with_backend_sampling(env: &TestEnv, db: &str, args: &[&str]) -> (String, i64) {

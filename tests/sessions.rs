@@ -10,21 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use support::pgward::{Options, TestEnv, run, sqlstate};
+use support::pgward::{Options, TestEnv, one_value, run, sqlstate};
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
-
-async fn one_value(client: &tokio_postgres::Client, sql: &str) -> String {
-    let msgs = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    msgs.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{sql}: no row"))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_client_does_not_leave_its_lock_held() {
@@ -253,17 +240,10 @@ fn newer_protocol_minor_is_negotiated_down() {
     let mut s = TcpStream::connect(("127.0.0.1", env.port())).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let mut body = Vec::new();
-    body.extend_from_slice(&((3u32 << 16) | 2).to_be_bytes());
-    for (k, v) in [("user", "app"), ("database", "appdb"), ("_pq_.shiny", "1")] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&body);
+    let packet = support::pgward::startup_packet(
+        (3 << 16) | 2,
+        &[("user", "app"), ("database", "appdb"), ("_pq_.shiny", "1")],
+    );
     s.write_all(&packet).expect("send startup");
     let mut header = [0u8; 5];
     s.read_exact(&mut header).expect("read reply");

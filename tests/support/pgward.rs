@@ -267,17 +267,12 @@ impl RawSession {
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .expect("timeout");
-        let mut body = (3u32 << 16).to_be_bytes().to_vec();
-        for (k, v) in [("user", APP_USER), ("database", db)] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        packet.extend_from_slice(&body);
-        stream.write_all(&packet).expect("startup");
+        stream
+            .write_all(&startup_packet(
+                3 << 16,
+                &[("user", APP_USER), ("database", db)],
+            ))
+            .expect("startup");
         let mut raw = RawSession { stream };
         let mut scram: Option<ScramClient> = None;
         loop {
@@ -380,4 +375,33 @@ pub fn query_message(sql: &str) -> Vec<u8> {
     m.extend_from_slice(sql.as_bytes());
     m.push(0);
     m
+}
+
+/// A StartupMessage for `version` (major << 16 | minor) with the given parameters.
+pub fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// The first column of the first row of a simple query.
+pub async fn one_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
 }
