@@ -82,6 +82,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
         },
         backend: login.clone(),
         allow_cleartext_password: false,
+        tls: pgward::config::BackendTlsSettings::disabled(),
         pool: PoolSettings {
             mode: PoolMode::Transaction,
             size,
@@ -96,7 +97,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
         database: "bench".into(),
         backend_user: "bench".into(),
     };
-    let pool = Pool::new(key, database, login);
+    let pool = Pool::new(key, database, login, None);
 
     // Each checkout finds the pool with room and opens a connection; releasing them all (buffers
     // empty after login) leaves them idle.

@@ -12,10 +12,16 @@ use crate::config::{Config, User};
 use crate::error::ClientError;
 use crate::pool::{Pool, PoolKey};
 use crate::session::cancel::CancelRegistry;
+use crate::tls::TlsError;
+use crate::tls::backend::BackendTls;
+use crate::tls::server::ServerTls;
 
 pub struct App {
     pub config: Arc<Config>,
     pools: HashMap<PoolKey, Arc<Pool>>,
+    /// TLS towards clients; `None` when disabled.
+    pub client_tls: Option<ServerTls>,
+    backend_tls: Vec<Arc<BackendTls>>,
     pub cancels: Arc<CancelRegistry>,
     clients: Arc<AtomicUsize>,
     user_clients: Arc<Mutex<HashMap<String, usize>>>,
@@ -38,17 +44,29 @@ impl Drop for ClientPermit {
 
 impl App {
     /// Builds the shared state and one pool per (database, backend role) the config can reach.
-    pub fn new(config: Config) -> Arc<App> {
+    pub fn new(config: Config) -> Result<Arc<App>, TlsError> {
         let config = Arc::new(config);
+        let client_tls = config
+            .client_tls
+            .as_ref()
+            .map(ServerTls::load)
+            .transpose()?;
+        let mut backend_tls = HashMap::new();
+        for db in config.databases.values() {
+            if let Some(t) = BackendTls::new(&db.tls, &db.target.host)? {
+                backend_tls.insert(db.name.clone(), Arc::new(t));
+            }
+        }
         let mut pools = HashMap::new();
         for db in config.databases.values() {
             let key = PoolKey {
                 database: db.name.clone(),
                 backend_user: db.backend.user.clone(),
             };
+            let tls = backend_tls.get(&db.name).cloned();
             pools
                 .entry(key.clone())
-                .or_insert_with(|| Pool::new(key, Arc::clone(db), db.backend.clone()));
+                .or_insert_with(|| Pool::new(key, Arc::clone(db), db.backend.clone(), tls));
         }
         for user in config.users.values() {
             let Some(login) = &user.backend else { continue };
@@ -60,19 +78,45 @@ impl App {
                     database: db.name.clone(),
                     backend_user: login.user.clone(),
                 };
+                let tls = backend_tls.get(&db.name).cloned();
                 pools
                     .entry(key.clone())
-                    .or_insert_with(|| Pool::new(key, Arc::clone(db), login.clone()));
+                    .or_insert_with(|| Pool::new(key, Arc::clone(db), login.clone(), tls));
             }
         }
-        Arc::new(App {
+        Ok(Arc::new(App {
             config,
             pools,
+            client_tls,
+            backend_tls: backend_tls.into_values().collect(),
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(AtomicUsize::new(0)),
             user_clients: Arc::new(Mutex::new(HashMap::new())),
             shutdown: CancellationToken::new(),
-        })
+        }))
+    }
+
+    /// Re-reads certificate, key and CA files that changed, on both legs. A broken file leaves
+    /// the previous material in place and is logged; established sessions are unaffected.
+    pub fn reload_tls(&self) {
+        if let Some(t) = &self.client_tls {
+            match t.reload_if_changed() {
+                Ok(true) => tracing::info!("client TLS certificates reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "client TLS reload failed; keeping the previous certificates")
+                }
+            }
+        }
+        for t in &self.backend_tls {
+            match t.reload_if_changed() {
+                Ok(true) => tracing::info!(backend = ?t, "backend TLS files reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(backend = ?t, error = %e, "backend TLS reload failed; keeping the previous files")
+                }
+            }
+        }
     }
 
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {

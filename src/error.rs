@@ -21,6 +21,16 @@ pub enum ClientError {
     },
     /// No `user` in the startup packet.
     NoUser,
+    /// A plaintext StartupMessage where TLS is required.
+    TlsRequired,
+    /// No verified client certificate where one is required.
+    ClientCertRequired,
+    /// The client certificate does not carry the identity the user requires.
+    CertIdentityMismatch {
+        user: String,
+    },
+    /// The client certificate of this session has expired.
+    CertificateExpired,
     /// The database the client asked for is not configured.
     UnknownDatabase {
         database: String,
@@ -85,7 +95,12 @@ impl ClientError {
         use ClientError::*;
         match self {
             AuthFailed { .. } => code::INVALID_PASSWORD,
-            AuthNotAllowed { .. } | NoUser => code::INVALID_AUTHORIZATION_SPECIFICATION,
+            AuthNotAllowed { .. }
+            | NoUser
+            | TlsRequired
+            | ClientCertRequired
+            | CertIdentityMismatch { .. }
+            | CertificateExpired => code::INVALID_AUTHORIZATION_SPECIFICATION,
             UnknownDatabase { .. } => code::INVALID_CATALOG_NAME,
             StartupParamRefused { .. } | UnsupportedProtocol { .. } => code::FEATURE_NOT_SUPPORTED,
             ProtocolViolation { .. } => code::PROTOCOL_VIOLATION,
@@ -120,6 +135,12 @@ impl ClientError {
                 format!("authentication method not allowed for user \"{user}\": {reason}")
             }
             NoUser => "no PostgreSQL user name specified in startup packet".into(),
+            TlsRequired => "TLS is required: connect with sslmode=require or stronger".into(),
+            ClientCertRequired => "a valid client certificate is required".into(),
+            CertIdentityMismatch { user } => {
+                format!("certificate authentication failed for user \"{user}\"")
+            }
+            CertificateExpired => "the client certificate of this session has expired".into(),
             UnknownDatabase { database } => format!("database \"{database}\" does not exist"),
             StartupParamRefused { name } => {
                 format!("startup parameter \"{name}\" is not allowed by pgward")

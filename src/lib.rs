@@ -34,6 +34,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,9 +45,14 @@ pub use app::App;
 pub use config::Config;
 
 /// Runs pgward with `config` on `listener` until `shutdown` completes.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let app = App::new(config);
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tls::TlsError> {
+    let app = App::new(config)?;
     server::serve(app, listener, shutdown).await;
+    Ok(())
 }
 
 /// Like [`run`], with an `App` the caller keeps (tests use it to look at pools).

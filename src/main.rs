@@ -48,6 +48,27 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         iterations: u32,
     },
+    /// Certificates for development and tests.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a development CA, a server certificate for localhost/127.0.0.1 and a client
+    /// certificate. NOT FOR PRODUCTION: the CA key sits next to the certificates.
+    Dev {
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// The client certificate's user: CN=<user>, URI SAN spiffe://pgward.dev/<user>.
+        #[arg(long, default_value = "app")]
+        client_user: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -105,6 +126,35 @@ fn main() -> ExitCode {
             println!("{v}");
             ExitCode::SUCCESS
         }
+        Command::Certs {
+            command:
+                CertsCommand::Dev {
+                    out,
+                    client_user,
+                    force,
+                },
+        } => match pgward::tls::dev_certs::write_dev_certs(&out, &client_user, force) {
+            Ok(c) => {
+                println!("development certificates (NOT FOR PRODUCTION) written:");
+                for (what, p) in [
+                    ("CA certificate", &c.ca_cert),
+                    (
+                        "server certificate (localhost, 127.0.0.1, ::1)",
+                        &c.server_cert,
+                    ),
+                    ("server key", &c.server_key),
+                    ("client certificate", &c.client_cert),
+                    ("client key", &c.client_key),
+                ] {
+                    println!("  {what}: {}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pgward certs dev: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -133,7 +183,12 @@ fn run(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!(listen = %config.server.listen, "pgward listening");
-        pgward::run(config, listener, pgward::signal::shutdown_requested()).await;
-        ExitCode::SUCCESS
+        match pgward::run(config, listener, pgward::signal::shutdown_requested()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                ExitCode::FAILURE
+            }
+        }
     })
 }

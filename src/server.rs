@@ -25,6 +25,21 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             }
         });
     }
+    if let Some(t) = &app.client_tls {
+        let every = t.settings().reload_interval;
+        let app = Arc::clone(&app);
+        let token = app.shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => app.reload_tls(),
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -14,6 +14,8 @@ use crate::config::{ClientAuth, Config, User};
 use crate::error::ClientError;
 use crate::protocol::messages as msg;
 use crate::session::io::read_client_frame;
+use crate::tls::identity::CertIdentity;
+use crate::tls::server::TlsPeer;
 
 /// SCRAM messages are a few hundred bytes; PostgreSQL caps authentication messages similarly.
 const MAX_AUTH_MESSAGE: usize = 2048;
@@ -28,26 +30,47 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     config: &Config,
     user_name: &str,
     peer: SocketAddr,
+    tls: Option<&TlsPeer>,
 ) -> Result<Arc<User>, ClientError> {
     let user = config.users.get(user_name).cloned();
     let mut out = BytesMut::new();
     let verifier = match user.as_deref().map(|u| &u.auth) {
-        Some(ClientAuth::Trust) if peer.ip().is_loopback() => {
-            msg::put_auth_ok(&mut out);
-            stream.write_all(&out).await.map_err(io_closed)?;
-            // Checked above: the user exists.
-            return user.ok_or(ClientError::AuthFailed {
-                user: user_name.into(),
-            });
+        Some(ClientAuth::Trust) if peer.ip().is_loopback() => None,
+        Some(ClientAuth::Cert(expected)) => {
+            check_certificate(tls, expected, user_name, peer)?;
+            None
+        }
+        Some(ClientAuth::CertAndScram(expected, v)) => {
+            check_certificate(tls, expected, user_name, peer)?;
+            Some(v.clone())
         }
         Some(ClientAuth::Scram(v)) => Some(v.clone()),
         // Unknown users, and trust users connecting from elsewhere, go through a mock exchange.
-        _ => None,
+        None | Some(ClientAuth::Trust) => Some(ScramVerifier::mock(
+            user_name,
+            &config.mock_auth_key,
+            MOCK_ITERATIONS,
+        )),
     };
-    let is_mock = verifier.is_none();
-    let verifier = verifier
-        .unwrap_or_else(|| ScramVerifier::mock(user_name, &config.mock_auth_key, MOCK_ITERATIONS));
-    let cb = ChannelBinding::NotSupported;
+    let is_mock = match user.as_deref().map(|u| &u.auth) {
+        Some(ClientAuth::Scram(_) | ClientAuth::CertAndScram(..)) => false,
+        Some(ClientAuth::Trust) => !peer.ip().is_loopback(),
+        Some(ClientAuth::Cert(_)) => false,
+        None => true,
+    };
+    let Some(verifier) = verifier else {
+        // Trust from loopback, or a certificate that matched: no password exchange.
+        msg::put_auth_ok(&mut out);
+        stream.write_all(&out).await.map_err(io_closed)?;
+        return user.ok_or(ClientError::AuthFailed {
+            user: user_name.into(),
+        });
+    };
+    // On TLS, offer SCRAM-SHA-256-PLUS bound to the certificate this session was served with.
+    let cb = match tls.and_then(|t| t.channel_binding.as_ref()) {
+        Some(end_point) => ChannelBinding::TlsServerEndPoint(end_point.clone()),
+        None => ChannelBinding::NotSupported,
+    };
     let mechanisms = scram::mechanisms(&cb);
     let mut scram = ScramServer::new(verifier, is_mock, cb);
     msg::put_auth_sasl(&mut out, mechanisms);
@@ -87,6 +110,33 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     msg::put_auth_ok(&mut out);
     stream.write_all(&out).await.map_err(io_closed)?;
     Ok(user)
+}
+
+/// The client certificate must be there and carry the identity the user is configured with.
+fn check_certificate(
+    tls: Option<&TlsPeer>,
+    expected: &CertIdentity,
+    user_name: &str,
+    peer: SocketAddr,
+) -> Result<(), ClientError> {
+    let Some(identity) = tls.and_then(|t| t.identity.as_ref()) else {
+        tracing::info!(user = user_name, %peer, "certificate authentication without a client certificate");
+        return Err(ClientError::ClientCertRequired);
+    };
+    if !identity.matches(expected) {
+        // Fit for audit: who claimed to be whom, with which certificate.
+        tracing::warn!(
+            user = user_name,
+            %peer,
+            expected = %expected,
+            certificate = %identity.describe(),
+            "client certificate does not match the requested user"
+        );
+        return Err(ClientError::CertIdentityMismatch {
+            user: user_name.into(),
+        });
+    }
+    Ok(())
 }
 
 async fn expect_password_message<S: AsyncRead + Unpin>(

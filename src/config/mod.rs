@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::auth::scram::ScramVerifier;
 use crate::auth::secret::Secret;
+use crate::tls::identity::CertIdentity;
 pub use raw::RawConfig;
 
 #[derive(Debug, Error)]
@@ -29,6 +30,8 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
+    /// `None`: no TLS towards clients (`mode = "disable"` or no `[client_tls]`).
+    pub client_tls: Option<ClientTlsSettings>,
     pub users: HashMap<String, Arc<User>>,
     pub databases: HashMap<String, Arc<Database>>,
     /// Key for mock SCRAM salts of unknown users: stable while the configured verifiers are, and
@@ -70,8 +73,89 @@ pub struct User {
 #[derive(Debug)]
 pub enum ClientAuth {
     Scram(ScramVerifier),
+    /// The verified client certificate alone, which must carry this identity.
+    Cert(CertIdentity),
+    /// Both: the certificate must carry the identity, and the SCRAM exchange must succeed.
+    CertAndScram(CertIdentity, ScramVerifier),
     /// No password; accepted only from loopback addresses.
     Trust,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTlsMode {
+    /// TLS when the client asks for it.
+    Allow,
+    /// TLS or nothing: a plaintext StartupMessage is refused (the pooler's `rds.force_ssl`).
+    Require,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    None,
+    /// Verified when presented.
+    Optional,
+    /// A session without a verified client certificate is refused.
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientTlsSettings {
+    pub mode: ClientTlsMode,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub client_cert: ClientCertMode,
+    pub min_version: TlsMinVersion,
+    pub handshake_timeout: Duration,
+    pub max_concurrent_handshakes: usize,
+    pub end_session_on_cert_expiry: bool,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendTlsMode {
+    Disable,
+    /// Encrypted, server certificate not verified (libpq's `require`): protects against
+    /// sniffing, not against an active attacker.
+    Require,
+    /// Certificate chain verified against the CA, name not checked.
+    VerifyCa,
+    /// Chain and server name verified.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsSettings {
+    pub mode: BackendTlsMode,
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    /// Client certificate and key for mTLS to the database.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl BackendTlsSettings {
+    pub fn disabled() -> Self {
+        BackendTlsSettings {
+            mode: BackendTlsMode::Disable,
+            ca: None,
+            server_name: None,
+            client_cert: None,
+        }
+    }
+
+    /// The server is authenticated by its certificate: secrets may be sent over this leg.
+    pub fn verified(&self) -> bool {
+        matches!(
+            self.mode,
+            BackendTlsMode::VerifyCa | BackendTlsMode::VerifyFull
+        )
+    }
 }
 
 /// How pgward logs in to a backend.
@@ -145,6 +229,7 @@ pub struct Database {
     pub backend: BackendLogin,
     pub allow_cleartext_password: bool,
     pub pool: PoolSettings,
+    pub tls: BackendTlsSettings,
 }
 
 /// Loads a config file with environment overrides and validates it.
@@ -311,6 +396,11 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         log_format,
     };
 
+    let client_tls = raw
+        .client_tls
+        .as_ref()
+        .and_then(|t| validate_client_tls(t, base, &mut errors));
+
     // Databases first: users refer to them.
     let mut databases = HashMap::new();
     for d in &raw.databases {
@@ -376,7 +466,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             &what,
             &mut errors,
         );
+        let tls = validate_backend_tls(d.backend_tls.as_ref(), base, &what, &mut errors);
         let db = Database {
+            tls,
             name: d.name.clone(),
             target: Target {
                 host: d.host.clone(),
@@ -458,15 +550,63 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 ClientAuth::Trust
             }
             "cert" | "cert+scram" => {
-                errors.push(format!(
-                    "{what}: auth = {:?} needs client TLS, which this build does not support yet",
-                    u.auth
-                ));
-                ClientAuth::Trust
+                let identity = match u.cert_identity.as_deref().map(CertIdentity::parse) {
+                    Some(Ok(i)) => Some(i),
+                    Some(Err(e)) => {
+                        errors.push(format!("{what}.cert_identity: {e}"));
+                        None
+                    }
+                    None => {
+                        errors.push(format!(
+                            "{what}: auth = {:?} needs cert_identity (spiffe://…, DNS:name or CN=name)",
+                            u.auth
+                        ));
+                        None
+                    }
+                };
+                let verifies_certs = client_tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_cert != ClientCertMode::None);
+                if !verifies_certs {
+                    errors.push(format!(
+                        "{what}: auth = {:?} needs [client_tls] with client_ca and client_cert = \"optional\" or \"required\"",
+                        u.auth
+                    ));
+                }
+                let scram = if u.auth == "cert+scram" {
+                    match verifier_text.as_deref().map(ScramVerifier::parse) {
+                        Some(Ok(v)) => {
+                            mock_material.update(v.to_string().as_bytes());
+                            Some(v)
+                        }
+                        Some(Err(e)) => {
+                            errors.push(format!("{what}.scram_verifier: {e}"));
+                            None
+                        }
+                        None => {
+                            errors.push(format!(
+                                "{what}: auth = \"cert+scram\" needs a SCRAM verifier too"
+                            ));
+                            None
+                        }
+                    }
+                } else {
+                    if verifier_text.is_some() {
+                        errors.push(format!(
+                            "{what}: auth = \"cert\" takes no verifier (use \"cert+scram\")"
+                        ));
+                    }
+                    None
+                };
+                match (identity, scram, u.auth.as_str()) {
+                    (Some(i), _, "cert") => ClientAuth::Cert(i),
+                    (Some(i), Some(v), _) => ClientAuth::CertAndScram(i, v),
+                    _ => ClientAuth::Trust,
+                }
             }
             other => {
                 errors.push(format!(
-                    "{what}.auth must be \"scram\" or \"trust\", got {other:?}"
+                    "{what}.auth must be \"scram\", \"cert\", \"cert+scram\" or \"trust\", got {other:?}"
                 ));
                 ClientAuth::Trust
             }
@@ -489,6 +629,11 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 None
             }
         };
+        if u.cert_identity.is_some() && !matches!(u.auth.as_str(), "cert" | "cert+scram") {
+            errors.push(format!(
+                "{what}: cert_identity is only used with auth = \"cert\" or \"cert+scram\""
+            ));
+        }
         if let Some(dbs) = &u.databases {
             for d in dbs {
                 if !databases.contains_key(d) {
@@ -542,10 +687,130 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     mock_auth_key.copy_from_slice(mock_material.finish().as_ref());
     Ok(Config {
         server,
+        client_tls,
         users,
         databases,
         mock_auth_key,
     })
+}
+
+fn validate_client_tls(
+    t: &raw::RawClientTls,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> Option<ClientTlsSettings> {
+    let mode = match t.mode.as_str() {
+        "disable" => return None,
+        "allow" => ClientTlsMode::Allow,
+        "require" => ClientTlsMode::Require,
+        other => {
+            errors.push(format!(
+                "client_tls.mode must be \"disable\", \"allow\" or \"require\", got {other:?}"
+            ));
+            return None;
+        }
+    };
+    let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
+        errors.push("client_tls: cert and key are required unless mode = \"disable\"".into());
+        return None;
+    };
+    let client_ca = t.client_ca.as_ref().map(|p| resolve(base, p));
+    let client_cert = match (t.client_cert.as_deref(), &client_ca) {
+        (None, None) | (Some("none"), _) => ClientCertMode::None,
+        (None, Some(_)) | (Some("optional"), Some(_)) => ClientCertMode::Optional,
+        (Some("required"), Some(_)) => ClientCertMode::Required,
+        (Some("optional" | "required"), None) => {
+            errors.push(
+                "client_tls.client_cert needs client_ca to verify certificates against".into(),
+            );
+            ClientCertMode::None
+        }
+        (Some(other), _) => {
+            errors.push(format!(
+                "client_tls.client_cert must be \"none\", \"optional\" or \"required\", got {other:?}"
+            ));
+            ClientCertMode::None
+        }
+    };
+    let min_version = match t.min_version.as_str() {
+        "1.2" => TlsMinVersion::Tls12,
+        "1.3" => TlsMinVersion::Tls13,
+        other => {
+            errors.push(format!(
+                "client_tls.min_version must be \"1.2\" or \"1.3\", got {other:?}"
+            ));
+            TlsMinVersion::Tls12
+        }
+    };
+    if t.max_concurrent_handshakes == 0 {
+        errors.push("client_tls.max_concurrent_handshakes must be at least 1".into());
+    }
+    let handshake_timeout = seconds(t.handshake_timeout, "client_tls.handshake_timeout", errors);
+    let reload_interval = seconds(t.reload_interval, "client_tls.reload_interval", errors);
+    if handshake_timeout.is_zero() || reload_interval.is_zero() {
+        errors.push(
+            "client_tls: handshake_timeout and reload_interval must be greater than 0".into(),
+        );
+    }
+    let settings = ClientTlsSettings {
+        mode,
+        cert: resolve(base, cert),
+        key: resolve(base, key),
+        client_ca,
+        client_cert,
+        min_version,
+        handshake_timeout,
+        max_concurrent_handshakes: t.max_concurrent_handshakes as usize,
+        end_session_on_cert_expiry: t.end_session_on_cert_expiry,
+        reload_interval,
+    };
+    // Load it now, so a broken certificate is a config error, not a runtime surprise.
+    if let Err(e) = crate::tls::server::ServerTls::load(&settings) {
+        errors.push(format!("client_tls: {e}"));
+    }
+    Some(settings)
+}
+
+fn validate_backend_tls(
+    t: Option<&raw::RawBackendTls>,
+    base: &Path,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> BackendTlsSettings {
+    let Some(t) = t else {
+        return BackendTlsSettings::disabled();
+    };
+    let mode = match (t.mode.as_deref(), &t.ca) {
+        (None, Some(_)) | (Some("verify-full"), _) => BackendTlsMode::VerifyFull,
+        (Some("verify-ca"), _) => BackendTlsMode::VerifyCa,
+        (Some("require"), _) => BackendTlsMode::Require,
+        (Some("disable"), _) | (None, None) => BackendTlsMode::Disable,
+        (Some(other), _) => {
+            errors.push(format!(
+                "{what}.backend_tls.mode must be \"disable\", \"require\", \"verify-ca\" or \"verify-full\", got {other:?}"
+            ));
+            BackendTlsMode::Disable
+        }
+    };
+    if matches!(mode, BackendTlsMode::VerifyCa | BackendTlsMode::VerifyFull) && t.ca.is_none() {
+        errors.push(format!(
+            "{what}.backend_tls: mode {mode:?} needs ca (the CA bundle to verify the server with)"
+        ));
+    }
+    let client_cert = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((resolve(base, c), resolve(base, k))),
+        (None, None) => None,
+        _ => {
+            errors.push(format!("{what}.backend_tls: cert and key go together"));
+            None
+        }
+    };
+    BackendTlsSettings {
+        mode,
+        ca: t.ca.as_ref().map(|p| resolve(base, p)),
+        server_name: t.server_name.clone(),
+        client_cert,
+    }
 }
 
 #[cfg(test)]

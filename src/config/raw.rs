@@ -11,6 +11,7 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub auth: RawAuth,
+    pub client_tls: Option<RawClientTls>,
     #[serde(default)]
     pub users: Vec<RawUser>,
     #[serde(default)]
@@ -74,6 +75,70 @@ pub struct RawUser {
     pub backend_password_env: Option<String>,
     /// Databases this user may use; all when absent.
     pub databases: Option<Vec<String>>,
+    /// For `cert` and `cert+scram`: the identity the client certificate must carry
+    /// (`spiffe://…` URI SAN, `DNS:name` or a bare DNS SAN, or `CN=name`).
+    pub cert_identity: Option<String>,
+}
+
+/// `[client_tls]`: TLS between clients and pgward.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    /// `disable`, `allow` or `require`.
+    #[serde(default = "default_client_tls_mode")]
+    pub mode: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// CA bundle that client certificates are verified against.
+    pub client_ca: Option<String>,
+    /// `none`, `optional` or `required`; `optional` when client_ca is set, else `none`.
+    pub client_cert: Option<String>,
+    /// `1.2` or `1.3`.
+    #[serde(default = "default_tls_min_version")]
+    pub min_version: String,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: f64,
+    /// Handshakes in progress at once; more wait (up to the handshake timeout).
+    #[serde(default = "default_max_handshakes")]
+    pub max_concurrent_handshakes: u64,
+    /// End a session when its client certificate expires.
+    #[serde(default)]
+    pub end_session_on_cert_expiry: bool,
+    /// Seconds between checks of the certificate, key and CA files for changes.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: f64,
+}
+
+fn default_client_tls_mode() -> String {
+    "require".into()
+}
+fn default_tls_min_version() -> String {
+    "1.2".into()
+}
+fn default_handshake_timeout() -> f64 {
+    10.0
+}
+fn default_max_handshakes() -> u64 {
+    1024
+}
+fn default_reload_interval() -> f64 {
+    5.0
+}
+
+/// `backend_tls` of a database: TLS between pgward and PostgreSQL.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    /// `disable`, `require`, `verify-ca` or `verify-full` (the default when `ca` is set).
+    pub mode: Option<String>,
+    /// CA bundle the server certificate is verified against (e.g. the AWS RDS global bundle).
+    pub ca: Option<String>,
+    /// The name to verify instead of `host` (and to send as SNI).
+    pub server_name: Option<String>,
+    /// Client certificate and key, for mTLS to the database.
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 fn default_auth() -> String {
@@ -109,6 +174,7 @@ pub struct RawDatabase {
     pub server_idle_timeout: f64,
     #[serde(default = "default_server_lifetime")]
     pub server_lifetime: f64,
+    pub backend_tls: Option<RawBackendTls>,
 }
 
 fn default_host() -> String {

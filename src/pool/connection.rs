@@ -11,12 +11,14 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::stream::ServerStream;
 use crate::auth::scram::{ChannelBinding, ScramClient};
 use crate::auth::secret::Secret;
 use crate::config::{BackendLogin, Target};
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::state::SessionParams;
+use crate::tls::backend::BackendTls;
 
 /// Server messages during login and housekeeping are small; a larger one is a fault.
 const MAX_HOUSEKEEPING_MESSAGE: usize = 1 << 20;
@@ -52,21 +54,25 @@ pub enum ServerError {
     UnsupportedAuth(i32),
     #[error("server error {code}: {message}")]
     Query { code: String, message: String },
+    #[error("TLS to the server: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
-/// What a CancelRequest for this connection needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a CancelRequest for this connection needs, including how to reach the server: a
+/// cancel travels with the same TLS as the connection it cancels.
+#[derive(Debug, Clone)]
 pub struct BackendKey {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 /// An authenticated server connection in a known state (between transactions when pooled).
 #[derive(Debug)]
 pub struct ServerConn {
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Bytes read from the server and not yet handled. Empty whenever the connection is idle.
     pub buf: BytesMut,
     pub key: BackendKey,
@@ -88,13 +94,14 @@ impl ServerConn {
         id: u64,
         target: &Target,
         login: &BackendLogin,
+        tls: Option<&Arc<BackendTls>>,
         allow_cleartext: bool,
         timeout: Duration,
         lifetime: Option<Duration>,
     ) -> Result<ServerConn, ServerError> {
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(id, target, login, allow_cleartext, lifetime),
+            Self::connect_inner(id, target, login, tls, allow_cleartext, lifetime),
         )
         .await
         .map_err(|_| ServerError::Timeout(timeout))?
@@ -104,6 +111,7 @@ impl ServerConn {
         id: u64,
         target: &Target,
         login: &BackendLogin,
+        tls: Option<&Arc<BackendTls>>,
         allow_cleartext: bool,
         lifetime: Option<Duration>,
     ) -> Result<ServerConn, ServerError> {
@@ -116,6 +124,20 @@ impl ServerConn {
             })?;
         stream.set_nodelay(true)?;
         let addr = stream.peer_addr()?;
+        let (stream, channel_binding) = match tls {
+            Some(t) => {
+                let (s, end_point) = t.connect(stream).await?;
+                let cb = match end_point {
+                    Some(h) => ChannelBinding::TlsServerEndPoint(h),
+                    None => ChannelBinding::NotSupported,
+                };
+                (ServerStream::Tls(Box::new(s)), cb)
+            }
+            None => (ServerStream::Plain(stream), ChannelBinding::NotSupported),
+        };
+        // Cleartext passwords travel only to a server whose certificate was verified, unless
+        // the operator explicitly allowed otherwise.
+        let allow_cleartext = allow_cleartext || tls.is_some_and(|t| t.verified());
         let password = login.password.read().map_err(|e| ServerError::NoPassword {
             user: login.user.clone(),
             reason: e.to_string(),
@@ -129,6 +151,7 @@ impl ServerConn {
                 addr,
                 pid: 0,
                 secret: 0,
+                tls: tls.cloned(),
             },
             params: Vec::new(),
             created: now,
@@ -144,8 +167,13 @@ impl ServerConn {
             &[("user", &login.user), ("database", &target.dbname)],
         );
         conn.stream.write_all(&out).await?;
-        conn.authenticate(&login.user, password.as_ref(), allow_cleartext)
-            .await?;
+        conn.authenticate(
+            &login.user,
+            password.as_ref(),
+            allow_cleartext,
+            channel_binding,
+        )
+        .await?;
         conn.read_until_ready(&login.user).await?;
         Ok(conn)
     }
@@ -155,6 +183,7 @@ impl ServerConn {
         user: &str,
         password: Option<&Secret>,
         allow_cleartext: bool,
+        channel_binding: ChannelBinding,
     ) -> Result<(), ServerError> {
         let mut scram: Option<ScramClient> = None;
         loop {
@@ -198,9 +227,11 @@ impl ServerConn {
                 10 => {
                     let mechanisms = msg::decode_sasl_mechanisms(data)
                         .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    // SCRAM-SHA-256-PLUS when the server offers it over TLS: the exchange is then
+                    // bound to this TLS session, so a relaying attacker cannot complete it.
                     let mut client = ScramClient::new(
                         need_password()?,
-                        ChannelBinding::NotSupported,
+                        channel_binding.clone(),
                         &mechanisms[..],
                     )
                     .map_err(|e| ServerError::Protocol(e.to_string()))?;
@@ -332,14 +363,7 @@ impl ServerConn {
     /// True if the server has closed the connection or sent something unprompted (e.g. a FATAL
     /// on shutdown) while idle. One non-blocking read, no waiting.
     pub fn is_broken(&self) -> bool {
-        if !self.buf.is_empty() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Ok(_) => true,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
+        !self.buf.is_empty() || self.stream.closed_or_unexpected_data()
     }
 
     pub fn expired(&self, now: Instant) -> bool {
@@ -350,7 +374,7 @@ impl ServerConn {
     pub fn close(self) {
         let mut out = BytesMut::new();
         msg::put_terminate(&mut out);
-        let _ = self.stream.try_write(&out);
+        self.stream.try_write_plain(&out);
     }
 }
 
@@ -374,14 +398,32 @@ fn jittered(lifetime: Duration) -> Duration {
 /// Sends a CancelRequest for `key` on a new connection to the same server.
 pub async fn send_cancel(key: BackendKey, timeout: Duration) -> std::io::Result<()> {
     let fut = async {
-        let mut s = TcpStream::connect(key.addr).await?;
+        let tcp = TcpStream::connect(key.addr).await?;
+        let mut s = match &key.tls {
+            Some(t) => ServerStream::Tls(Box::new(
+                t.connect(tcp)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                    .0,
+            )),
+            None => ServerStream::Plain(tcp),
+        };
         let mut out = BytesMut::new();
         msg::put_cancel_request(&mut out, key.pid, key.secret);
         s.write_all(&out).await?;
+        s.flush().await?;
         // The server closes the connection once it has signalled the backend; waiting for that
         // makes "cancel sent" mean "cancel delivered".
         let mut sink = [0u8; 64];
-        while s.read(&mut sink).await? > 0 {}
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                // A TLS peer that closes without close_notify: the cancel was delivered.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     };
     tokio::time::timeout(timeout, fut).await.map_err(|_| {

@@ -9,6 +9,7 @@
 //! `std::sync::Mutex` that is never held across an `.await`.
 
 pub mod connection;
+pub mod stream;
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -20,6 +21,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::config::{BackendLogin, Database, PoolSettings};
+use crate::tls::backend::BackendTls;
 pub use connection::{BackendKey, ServerConn, ServerError};
 
 /// Which pool a client uses: clients that map to the same backend role on the same database share.
@@ -62,6 +64,7 @@ pub struct Pool {
     pub key: PoolKey,
     pub database: Arc<Database>,
     login: BackendLogin,
+    tls: Option<Arc<BackendTls>>,
     settings: PoolSettings,
     state: Mutex<PoolState>,
     next_id: AtomicU64,
@@ -75,12 +78,18 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub fn new(key: PoolKey, database: Arc<Database>, login: BackendLogin) -> Arc<Pool> {
+    pub fn new(
+        key: PoolKey,
+        database: Arc<Database>,
+        login: BackendLogin,
+        tls: Option<Arc<BackendTls>>,
+    ) -> Arc<Pool> {
         let settings = database.pool.clone();
         Arc::new(Pool {
             key,
             database,
             login,
+            tls,
             settings,
             state: Mutex::new(PoolState::default()),
             next_id: AtomicU64::new(1),
@@ -116,6 +125,8 @@ impl Pool {
             if self.closed.load(Ordering::Acquire) {
                 return Err(CheckoutError::Closed);
             }
+            // Lives on the stack for one checkout; boxing would cost an allocation per checkout.
+            #[allow(clippy::large_enum_variant)]
             enum Next {
                 Ready(ServerConn),
                 Open,
@@ -202,6 +213,7 @@ impl Pool {
             id,
             &self.database.target,
             &self.login,
+            self.tls.as_ref(),
             self.database.allow_cleartext_password,
             self.settings.connect_timeout,
             self.settings.server_lifetime,

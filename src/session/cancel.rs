@@ -63,7 +63,7 @@ impl CancelSlot {
 
     fn begin_cancel(&self) -> Option<BackendKey> {
         let mut s = self.lock();
-        let target = s.server?;
+        let target = s.server.clone()?;
         s.in_flight += 1;
         Some(target)
     }
@@ -184,6 +184,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             pid: 1,
             secret: 2,
+            tls: None,
         });
         assert!(slot.begin_cancel().is_some());
         assert!(
@@ -194,6 +195,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             pid: 1,
             secret: 2,
+            tls: None,
         });
         let s2 = Arc::clone(&slot);
         let waiter = tokio::spawn(async move { s2.detach(Duration::from_secs(5)).await });

@@ -12,33 +12,210 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing::Instrument;
 
 use crate::app::{App, ClientPermit};
 use crate::auth;
-use crate::config::PoolMode;
+use crate::config::{ClientCertMode, ClientTlsMode, PoolMode};
 use crate::error::ClientError;
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::protocol::startup::{StartupMessage, StartupPacket};
+use crate::tls::server::TlsPeer;
 use relay::{Relay, SessionEnd};
+
+/// The first byte of a TLS record carrying a handshake message: a direct-TLS ClientHello.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 use state::SessionParams;
 
 /// Serves one accepted connection. `permit` is `None` when the client limit was reached: the
 /// client still gets a proper 53300 error once it has said hello.
-pub async fn serve<S>(app: Arc<App>, mut stream: S, peer: SocketAddr, permit: Option<ClientPermit>)
-where
+pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Option<ClientPermit>) {
+    let deadline = tokio::time::Instant::now() + app.config.server.startup_timeout;
+    let mut buf = BytesMut::with_capacity(8192);
+    let opened = tokio::time::timeout_at(deadline, open(&app, tcp, &mut buf, peer)).await;
+    match opened {
+        Ok(Opened::Plain(stream, startup)) => {
+            run_session(app, stream, buf, peer, permit, startup, None, deadline).await
+        }
+        Ok(Opened::Tls(stream, tls, startup)) => {
+            run_session(
+                app,
+                *stream,
+                buf,
+                peer,
+                permit,
+                startup,
+                Some(tls),
+                deadline,
+            )
+            .await
+        }
+        Ok(Opened::Done) => {}
+        Err(_) => tracing::info!(%peer, "startup timed out"),
+    }
+}
+
+/// The transport a client ended up on, with its StartupMessage.
+enum Opened {
+    Plain(TcpStream, StartupMessage),
+    Tls(Box<TlsStream<TcpStream>>, TlsPeer, StartupMessage),
+    /// Answered and closed (cancel request, refusal, probe).
+    Done,
+}
+
+/// Negotiates the transport: direct TLS, SSLRequest → TLS or 'N', GSSENCRequest → 'N',
+/// CancelRequest, or a plaintext StartupMessage (refused when TLS is required).
+async fn open(app: &Arc<App>, mut tcp: TcpStream, buf: &mut BytesMut, peer: SocketAddr) -> Opened {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) => {}
+        _ => return Opened::Done,
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        // PostgreSQL 17 direct TLS: no SSLRequest, the ClientHello comes first.
+        let Some(tls) = &app.client_tls else {
+            tracing::info!(%peer, "direct TLS attempted but TLS is not configured");
+            return Opened::Done;
+        };
+        return match tls.handshake(tcp, true).await {
+            Ok((stream, tls_peer)) => after_handshake(app, stream, tls_peer, buf, peer).await,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                Opened::Done
+            }
+        };
+    }
+    // A client may ask for SSL and GSS once each before its StartupMessage.
+    for _ in 0..3 {
+        let packet = match io::read_startup_packet(&mut tcp, buf).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Opened::Done,
+            Err(e) => return refuse(&mut tcp, peer, &e).await,
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                if !buf.is_empty() {
+                    // Bytes pipelined behind SSLRequest were sent before the client knew the
+                    // answer, so TLS cannot protect them (the CVE-2021-23214 class).
+                    let e = ClientError::ProtocolViolation {
+                        reason: "data sent after SSLRequest before the TLS handshake".into(),
+                    };
+                    return refuse(&mut tcp, peer, &e).await;
+                }
+                let Some(tls) = &app.client_tls else {
+                    if tcp.write_all(b"N").await.is_err() {
+                        return Opened::Done;
+                    }
+                    continue;
+                };
+                if tcp.write_all(b"S").await.is_err() {
+                    return Opened::Done;
+                }
+                return match tls.handshake(tcp, false).await {
+                    Ok((stream, tls_peer)) => {
+                        after_handshake(app, stream, tls_peer, buf, peer).await
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        Opened::Done
+                    }
+                };
+            }
+            StartupPacket::GssEncRequest => {
+                if !buf.is_empty() || tcp.write_all(b"N").await.is_err() {
+                    return Opened::Done;
+                }
+            }
+            StartupPacket::Cancel(key) => {
+                // Cancels are accepted in plaintext even where TLS is required: libpq sends
+                // them that way, and the key is useless once the query it names is done.
+                app.cancels.cancel(key, app.cancel_timeout()).await;
+                return Opened::Done;
+            }
+            StartupPacket::Startup(m) => {
+                let required = app
+                    .client_tls
+                    .as_ref()
+                    .is_some_and(|t| t.settings().mode == ClientTlsMode::Require);
+                if required {
+                    return refuse(&mut tcp, peer, &ClientError::TlsRequired).await;
+                }
+                return Opened::Plain(tcp, m);
+            }
+        }
+    }
+    let e = ClientError::ProtocolViolation {
+        reason: "too many encryption requests".into(),
+    };
+    refuse(&mut tcp, peer, &e).await
+}
+
+/// Over TLS only a StartupMessage or a CancelRequest may follow.
+async fn after_handshake(
+    app: &Arc<App>,
+    mut stream: TlsStream<TcpStream>,
+    tls_peer: TlsPeer,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+) -> Opened {
+    match io::read_startup_packet(&mut stream, buf).await {
+        Ok(Some(StartupPacket::Startup(m))) => Opened::Tls(Box::new(stream), tls_peer, m),
+        Ok(Some(StartupPacket::Cancel(key))) => {
+            app.cancels.cancel(key, app.cancel_timeout()).await;
+            Opened::Done
+        }
+        Ok(Some(_)) => {
+            let e = ClientError::ProtocolViolation {
+                reason: "encryption request inside TLS".into(),
+            };
+            refuse(&mut stream, peer, &e).await
+        }
+        Ok(None) => Opened::Done,
+        Err(e) => refuse(&mut stream, peer, &e).await,
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    peer: SocketAddr,
+    e: &ClientError,
+) -> Opened {
+    tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "connection refused");
+    send_fatal(stream, e).await;
+    Opened::Done
+}
+
+/// Authentication, routing and the relay, on whichever transport the client is on.
+#[allow(clippy::too_many_arguments)]
+async fn run_session<S>(
+    app: Arc<App>,
+    mut stream: S,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    permit: Option<ClientPermit>,
+    startup: StartupMessage,
+    tls: Option<TlsPeer>,
+    deadline: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(8192);
-    let startup_timeout = app.config.server.startup_timeout;
-    let begun = tokio::time::timeout(
-        startup_timeout,
-        begin(&app, &mut stream, &mut buf, peer, permit.is_some()),
+    let begun = tokio::time::timeout_at(
+        deadline,
+        begin(
+            &app,
+            &mut stream,
+            &mut buf,
+            peer,
+            permit.is_some(),
+            startup,
+            tls.as_ref(),
+        ),
     )
     .await;
     let begun = match begun {
-        Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) => return,
+        Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "connection refused");
             send_fatal(&mut stream, &e).await;
@@ -62,6 +239,7 @@ where
         params,
         user_permit,
         user_name,
+        cert_expires,
     } = begun;
     let cancel = app.cancels.register();
     let mut out = BytesMut::new();
@@ -78,13 +256,12 @@ where
     let mut server = server;
     // Transaction mode: the login connection goes back right away; session mode keeps it.
     if pool.settings().mode == PoolMode::Transaction {
-        if let Some(s) = server.take() {
-            let mut s = s;
+        if let Some(mut s) = server.take() {
             s.applied = Some(Arc::clone(&params));
             s.release();
         }
     } else if let Some(s) = &server {
-        cancel.slot.attach(s.key);
+        cancel.slot.attach(s.key.clone());
     }
     // Every line the relay logs names the client it is about.
     let span = tracing::info_span!(
@@ -93,9 +270,11 @@ where
         user = %user_name,
         database = %pool.key.database,
         backend_user = %pool.key.backend_user,
+        tls = tls.is_some(),
     );
     tracing::debug!(parent: &span, "session started");
     let end = Relay::new(app, stream, buf, pool, server, params, cancel)
+        .with_deadline(cert_expires)
         .run()
         .instrument(span)
         .await;
@@ -116,6 +295,8 @@ struct Begun {
     params: Arc<SessionParams>,
     user_permit: ClientPermit,
     user_name: String,
+    /// When the session must end because its client certificate expires.
+    cert_expires: Option<std::time::SystemTime>,
 }
 
 /// Startup packet, negotiation, authentication, routing and the first server checkout.
@@ -125,11 +306,9 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut BytesMut,
     peer: SocketAddr,
     admitted: bool,
-) -> Result<Option<Begun>, ClientError> {
-    let startup = match negotiate(app, stream, buf).await? {
-        Some(s) => s,
-        None => return Ok(None),
-    };
+    startup: StartupMessage,
+    tls: Option<&TlsPeer>,
+) -> Result<Begun, ClientError> {
     if !admitted {
         return Err(ClientError::TooManyClients);
     }
@@ -162,7 +341,16 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let params = SessionParams::from_startup(&startup.params)?;
-    let user = auth::client::authenticate(stream, buf, &app.config, &user_name, peer).await?;
+    let tls_settings = app.client_tls.as_ref().map(|t| t.settings());
+    let identity = tls.and_then(|t| t.identity.as_ref());
+    if tls_settings.is_some_and(|t| t.client_cert == ClientCertMode::Required) && identity.is_none()
+    {
+        return Err(ClientError::ClientCertRequired);
+    }
+    let cert_expires = identity
+        .filter(|_| tls_settings.is_some_and(|t| t.end_session_on_cert_expiry))
+        .map(|i| i.not_after);
+    let user = auth::client::authenticate(stream, buf, &app.config, &user_name, peer, tls).await?;
     let user_permit = app
         .admit_user(&user)
         .ok_or_else(|| ClientError::TooManyClientsForUser {
@@ -199,53 +387,13 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             }
         });
     }
-    Ok(Some(Begun {
+    Ok(Begun {
         pool,
         server: Some(server),
         params,
         user_permit,
         user_name,
-    }))
-}
-
-/// SSLRequest and GSSENCRequest are answered 'N' (no TLS on this listener yet); CancelRequest
-/// is forwarded; the StartupMessage is returned.
-async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    app: &Arc<App>,
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> Result<Option<StartupMessage>, ClientError> {
-    // A client may ask for SSL and GSS once each before its StartupMessage.
-    for _ in 0..3 {
-        let Some(packet) = io::read_startup_packet(stream, buf).await? else {
-            return Ok(None);
-        };
-        match packet {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                if !buf.is_empty() {
-                    // Bytes pipelined behind an encryption request were sent before the
-                    // client knew the answer (the CVE-2021-23214 class): refuse them.
-                    return Err(ClientError::ProtocolViolation {
-                        reason: "data sent before the answer to an encryption request".into(),
-                    });
-                }
-                stream
-                    .write_all(b"N")
-                    .await
-                    .map_err(|_| ClientError::ProtocolViolation {
-                        reason: "connection lost".into(),
-                    })?;
-            }
-            StartupPacket::Cancel(key) => {
-                let app = Arc::clone(app);
-                app.cancels.cancel(key, app.cancel_timeout()).await;
-                return Ok(None);
-            }
-            StartupPacket::Startup(m) => return Ok(Some(m)),
-        }
-    }
-    Err(ClientError::ProtocolViolation {
-        reason: "too many encryption requests".into(),
+        cert_expires,
     })
 }
 

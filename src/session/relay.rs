@@ -104,6 +104,8 @@ pub struct Relay<S> {
     /// The unnamed statement parsed on the current server, and its effect.
     unnamed_statement: Option<Option<(SessionEffect, String)>>,
     portals: Vec<(String, Option<(SessionEffect, String)>)>,
+    /// The session ends here (its client certificate expires).
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -143,7 +145,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             block_effects: Vec::new(),
             unnamed_statement: None,
             portals: Vec::new(),
+            deadline: None,
         }
+    }
+
+    /// Ends the session at `at` (e.g. when the client certificate expires).
+    pub fn with_deadline(mut self, at: Option<std::time::SystemTime>) -> Self {
+        self.deadline = at.map(|t| {
+            let left = t
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        self
     }
 
     fn tracking(&self) -> bool {
@@ -201,6 +215,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     None => std::future::pending().await,
                 }
             };
+            let deadline = self.deadline;
+            let expired = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let read_client = !paused;
             frame::make_room(&mut self.cbuf);
             if let Some(server) = self.server.as_mut() {
@@ -215,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             Err(e) => return SessionEnd::Io(e),
                         },
                         _ = sleep => return SessionEnd::ClientError(ClientError::ClientIdleTimeout),
+                        _ = expired => return SessionEnd::ClientError(ClientError::CertificateExpired),
                         _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
                     }
                 }
@@ -243,6 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                                 ClientError::IdleInTransactionTimeout
                             });
                         }
+                        _ = expired => return SessionEnd::ClientError(ClientError::CertificateExpired),
                         _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
                     }
                 }
@@ -678,7 +701,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 database: self.pool.database.name.clone(),
             }));
         }
-        self.cancel.slot.attach(guard.key);
+        self.cancel.slot.attach(guard.key.clone());
         self.server = Some(guard);
         self.tx_status = TxStatus::Idle;
         Ok(())
@@ -775,7 +798,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         if running && !self.copy_in {
             // The query may run for a long time, holding locks: stop it.
-            if let Err(e) = crate::pool::connection::send_cancel(server.key, CANCEL_SETTLE).await {
+            if let Err(e) =
+                crate::pool::connection::send_cancel(server.key.clone(), CANCEL_SETTLE).await
+            {
                 tracing::warn!(error = %e, "cancel for an abandoned query failed");
             }
         }

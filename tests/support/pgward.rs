@@ -33,6 +33,12 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Extra lines for the `[server]` section.
     pub server_extra: String,
+    /// A `[client_tls]` section (whole), if any.
+    pub client_tls: String,
+    /// An inline `backend_tls = { … }` line for the two standard databases, if any.
+    pub backend_tls: String,
+    /// Extra lines for the `app` user.
+    pub user_extra: String,
     /// Extra TOML appended to the generated config (more users, databases); `PORT` in it is
     /// replaced by the test server's port.
     pub extra: String,
@@ -47,6 +53,9 @@ impl Default for Options {
             user_max_connections: None,
             max_message_bytes: 1 << 20,
             server_extra: String::new(),
+            client_tls: String::new(),
+            backend_tls: String::new(),
+            user_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -66,7 +75,10 @@ impl TestEnv {
     }
 
     pub fn with(opts: Options) -> TestEnv {
-        let pg = PgServer::start();
+        Self::build(PgServer::start(), opts)
+    }
+
+    fn build(pg: PgServer, opts: Options) -> TestEnv {
         pg.create_role(BACKEND_ROLE, BACKEND_PASSWORD);
         pg.create_database("appdb", BACKEND_ROLE);
         let dir = tempfile::tempdir().expect("temp dir for the pgward config");
@@ -93,6 +105,7 @@ shutdown_timeout = 2
 name = "{APP_USER}"
 scram_verifier = "{verifier}"
 {user_max}
+{user_extra}
 
 [[databases]]
 name = "appdb"
@@ -102,6 +115,7 @@ backend_password_file = "app_rw.password"
 pool_mode = "transaction"
 pool_size = {pool_size}
 checkout_timeout = {checkout}
+{backend_tls}
 
 [[databases]]
 name = "appdb_session"
@@ -112,7 +126,9 @@ backend_password_file = "app_rw.password"
 pool_mode = "session"
 pool_size = {pool_size}
 checkout_timeout = {checkout}
+{backend_tls}
 {extra}
+{client_tls}
 "#,
             max_clients = opts.max_client_connections,
             max_message = opts.max_message_bytes,
@@ -121,11 +137,19 @@ checkout_timeout = {checkout}
             pool_size = opts.pool_size,
             checkout = opts.checkout_timeout,
             extra = opts.extra.replace("PORT", &pg.port().to_string()),
+            user_extra = opts.user_extra,
+            backend_tls = opts.backend_tls,
+            client_tls = opts.client_tls,
         );
         std::fs::write(dir.path().join("pgward.toml"), &toml).expect("write config");
         let config = pgward::config::from_toml(&toml, dir.path()).expect("valid test config");
         let pgward = Pgward::start(config);
         TestEnv { pgward, pg, dir }
+    }
+
+    /// Like [`TestEnv::with`], against an already started server (e.g. one with TLS).
+    pub fn with_server(pg: PgServer, opts: Options) -> TestEnv {
+        Self::build(pg, opts)
     }
 
     pub fn port(&self) -> u16 {
@@ -187,7 +211,7 @@ pub struct Pgward {
 
 impl Pgward {
     pub fn start(config: pgward::Config) -> Pgward {
-        let app = App::new(config);
+        let app = App::new(config).expect("pgward starts");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let app_for_thread = Arc::clone(&app);
