@@ -15,3 +15,4 @@
 pub mod logs;
 pub mod pg;
 pub mod pgward;
+pub mod pki;

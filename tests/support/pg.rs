@@ -42,9 +42,34 @@
 //!   test process can also die without unwinding (nextest timeout, SIGKILL),
 //!   each server also gets a small detached watchdog shell that stops the
 //!   server and deletes its directory once the test process is gone.
-//! * **TLS.** Not yet: see `configure_tls`, the hook the TLS work will fill in.
-//!   Until then everything is plaintext and the client helpers force
-//!   `sslmode=disable`.
+//! * **TLS (opt-in, per server).** [`PgServer::start`] gives a plaintext
+//!   server (`ssl = off`). [`PgServer::start_with_tls`], or
+//!   `PgServer::builder().tls(&pki)...start()`, gives one with `ssl = on`: a
+//!   server certificate for `localhost` and `127.0.0.1`, issued by the test
+//!   CA in the given [`TestPki`] (`tests/support/pki.rs`), and that CA as
+//!   `ssl_ca_file`, so the server can verify client certificates (and does
+//!   verify any a client presents). `ssl_min_protocol_version = 'TLSv1.2'`.
+//!   The template stays shared and plaintext: `configure_tls` applies the
+//!   TLS settings to each copy before it starts, copying certificate, key
+//!   (0600) and CA into the data directory, where the `chown` described above
+//!   makes them the server user's, as PostgreSQL requires of its key. Which
+//!   TCP clients `pg_hba.conf` admits is chosen on the builder: by default
+//!   `host all all 127.0.0.1/32 scram-sha-256`, TLS or not;
+//!   [`PgServerBuilder::tls_only`] adds `hostssl` + `hostnossl ... reject`,
+//!   so a successful login proves the client used TLS;
+//!   [`PgServerBuilder::require_client_cert`] also demands a client
+//!   certificate from the test CA whose CN is the user name
+//!   (`clientcert=verify-full`). Clients verify the server against
+//!   [`PgServer::server_ca`] (a copy of the CA certificate that lives as long
+//!   as the server).
+//! * **Client SSL modes.** The plain helpers ([`PgServer::conn_string`],
+//!   [`psql_cmd`], [`pgbench_cmd`]) always use `sslmode=disable`, also against
+//!   a TLS server, so no test uses TLS by accident (and they fail against a
+//!   TLS-only server). TLS clients say so: [`PgServer::psql_tls_cmd`] and
+//!   [`PgServer::conn_string_tls`] take the `sslmode` and supply
+//!   `sslrootcert`. All helpers clear libpq's `PG*` variables inherited from
+//!   the environment, and `psql_tls_cmd` also keeps libpq from picking up a
+//!   client certificate or CA from `~/.postgresql`.
 //!
 //! All methods block (they run `psql`/`pg_ctl` as child processes). They are
 //! fine to call from `#[tokio::test]`, but they stall the calling runtime
@@ -56,15 +81,18 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::Write as _;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
+
+use super::pki::TestPki;
 
 /// Name of the cluster's bootstrap superuser. Fixed (instead of initdb's
 /// default, the OS user name) so tests behave the same as root and non-root.
@@ -76,9 +104,24 @@ const SERVER_OS_USER: &str = "postgres";
 /// The only address the servers listen on.
 const HOST: &str = "127.0.0.1";
 
-/// SSL mode the client helpers use. `disable` until `configure_tls` exists
-/// for real; the TLS work switches this (and `conn_string`) over.
+/// SSL mode of the plain client helpers (`conn_string`, `psql_cmd`,
+/// `pgbench_cmd`), whether or not the server has TLS: tests that want TLS use
+/// the `_tls` helpers, which take the mode explicitly.
 const CLIENT_SSLMODE: &str = "disable";
+
+/// Names the TLS server certificate, key and CA get in the data directory.
+const SERVER_CERT_FILE: &str = "server.crt";
+const SERVER_KEY_FILE: &str = "server.key";
+const SERVER_CA_FILE: &str = "root.crt";
+
+/// Copy of the CA certificate in the cluster directory, for clients
+/// ([`PgServer::server_ca`]); outside `data/`, which only the server user
+/// may enter.
+const CLIENT_CA_FILE: &str = "server-ca.crt";
+
+/// A file that never exists in a cluster directory: libpq settings pointed
+/// at it are off (no client certificate, no root certificate).
+const NO_FILE: &str = "no-such-file";
 
 /// Bump when the template layout changes in a way the hash below would not
 /// notice, so stale templates from older harness versions are not reused.
@@ -161,20 +204,115 @@ pub struct PgServer {
     data_dir: PathBuf,
     log_file: PathBuf,
     watchdog: Option<Child>,
+    /// The CA that issued the server certificate (copy in `dir`), if TLS.
+    server_ca: Option<PathBuf>,
+}
+
+/// Which TCP clients `pg_hba.conf` admits on a TLS server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsClients {
+    /// `host`: TLS or plaintext.
+    Optional,
+    /// `hostssl`, and `hostnossl ... reject`.
+    Required,
+    /// Like `Required`, with `clientcert=verify-full`.
+    RequiredWithClientCert,
+}
+
+/// Options for [`PgServer::builder`]. Without any, `start` is [`PgServer::start`].
+#[must_use = "nothing happens until `start()`"]
+pub struct PgServerBuilder<'a> {
+    pki: Option<&'a TestPki>,
+    clients: TlsClients,
+}
+
+/// What `configure_tls` needs for one server.
+struct InstanceTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    clients: TlsClients,
+}
+
+impl<'a> PgServerBuilder<'a> {
+    /// Turns TLS on, with a server certificate for `localhost` and
+    /// `127.0.0.1` issued by `pki` (written to `pki.dir()` as
+    /// `postgres-server-<pid>-<n>.{crt,key}`), and `pki`'s CA as the CA for
+    /// client certificates. TLS is optional for clients unless
+    /// [`tls_only`](Self::tls_only) or
+    /// [`require_client_cert`](Self::require_client_cert) is also set.
+    pub fn tls(mut self, pki: &'a TestPki) -> Self {
+        self.pki = Some(pki);
+        self
+    }
+
+    /// TCP clients must use TLS: `pg_hba.conf` becomes
+    /// `hostssl all all 127.0.0.1/32 scram-sha-256` and
+    /// `hostnossl all all 0.0.0.0/0 reject`. Needs [`tls`](Self::tls).
+    pub fn tls_only(mut self) -> Self {
+        self.clients = TlsClients::Required;
+        self
+    }
+
+    /// Like [`tls_only`](Self::tls_only), and TCP clients must also present a
+    /// certificate issued by the test CA whose CN equals the user name:
+    /// `hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full`
+    /// (the password is still checked). Needs [`tls`](Self::tls).
+    pub fn require_client_cert(mut self) -> Self {
+        self.clients = TlsClients::RequiredWithClientCert;
+        self
+    }
+
+    /// Starts the server; see [`PgServer::start`].
+    pub fn start(self) -> PgServer {
+        let tls = match self.pki {
+            Some(pki) => Some(issue_server_tls(pki, self.clients)),
+            None => {
+                assert!(
+                    self.clients == TlsClients::Optional,
+                    "PgServerBuilder: tls_only()/require_client_cert() need tls(&pki)"
+                );
+                None
+            }
+        };
+        PgServer::start_instance(tls.as_ref())
+    }
 }
 
 impl PgServer {
-    /// Starts a fresh server (copied from the shared template cluster, which
-    /// is built first if needed) and waits until it accepts connections.
+    /// Starts a fresh plaintext server (copied from the shared template
+    /// cluster, which is built first if needed) and waits until it accepts
+    /// connections.
     ///
     /// Panics with the server log if it cannot be started.
     pub fn start() -> PgServer {
+        PgServer::start_instance(None)
+    }
+
+    /// Like [`PgServer::start`], with TLS: `PgServer::builder().tls(pki).start()`.
+    /// Clients may connect with or without TLS.
+    pub fn start_with_tls(pki: &TestPki) -> PgServer {
+        PgServer::builder().tls(pki).start()
+    }
+
+    /// Options for the server (TLS and who must use it), then `.start()`.
+    pub fn builder() -> PgServerBuilder<'static> {
+        PgServerBuilder {
+            pki: None,
+            clients: TlsClients::Optional,
+        }
+    }
+
+    fn start_instance(tls: Option<&InstanceTls>) -> PgServer {
         let mut port_retries = 0;
         let mut rebuilt_template = false;
         loop {
             let port = free_port();
             let (dir, template_nonce) = with_template(|template| {
-                (prepare_instance(template, port), template.nonce.clone())
+                (
+                    prepare_instance(template, port, tls),
+                    template.nonce.clone(),
+                )
             });
             let data_dir = dir.path().join("data");
             let log_file = dir.path().join("postgres.log");
@@ -197,12 +335,14 @@ impl PgServer {
                 // that far and still fail every session, so check one.
                 let check = psql_superuser(dir.path(), port, "postgres", "SELECT 1");
                 if check.status.success() && String::from_utf8_lossy(&check.stdout).trim() == "1" {
+                    let server_ca = tls.map(|_| dir.path().join(CLIENT_CA_FILE));
                     return PgServer {
                         port,
                         dir,
                         data_dir,
                         log_file,
                         watchdog,
+                        server_ca,
                     };
                 }
                 format!(
@@ -226,7 +366,14 @@ impl PgServer {
                 port_retries += 1;
                 continue;
             }
-            if !lost_port_race && !rebuilt_template {
+            // A TLS setup the server refuses (key permissions, unreadable
+            // certificate) is not the template's fault: rebuilding it would
+            // only slow down every other test process.
+            let tls_rejected = tls.is_some()
+                && ["private key", "certificate", "SSL", "ssl_"]
+                    .iter()
+                    .any(|word| log.contains(word));
+            if !lost_port_race && !tls_rejected && !rebuilt_template {
                 // Possibly a damaged template (e.g. a tmp cleaner removed
                 // files from it): throw it away and try once more.
                 eprintln!(
@@ -239,7 +386,9 @@ impl PgServer {
             }
             panic!(
                 "could not start PostgreSQL on port {port} ({port_retries} port retries, \
-                 template rebuilt: {rebuilt_template}).\n{failure}\nserver log ({}):\n{log}",
+                 template rebuilt: {rebuilt_template}, TLS: {}).\n{failure}\n\
+                 server log ({}):\n{log}",
+                if tls.is_some() { "on" } else { "off" },
                 log_file.display()
             );
         }
@@ -301,16 +450,88 @@ impl PgServer {
     }
 
     /// Connection string for a direct `tokio_postgres::connect` (bypassing the
-    /// pooler) over TCP with password authentication.
+    /// pooler) over TCP with password authentication, without TLS
+    /// (`sslmode=disable`, also when the server has TLS; see
+    /// [`PgServer::conn_string_tls`]).
     pub fn conn_string(&self, user: &str, password: &str, dbname: &str) -> String {
-        format!(
-            "host={HOST} port={} user={} password={} dbname={} sslmode={CLIENT_SSLMODE} \
-             connect_timeout=10",
+        self.conn_string_tls(user, password, dbname, CLIENT_SSLMODE)
+    }
+
+    /// Like [`PgServer::conn_string`], with `sslmode=<sslmode>`; for
+    /// `verify-ca` and `verify-full` also `sslrootcert=<server_ca()>` (when the
+    /// server has TLS). The host is `127.0.0.1`, which the server certificate
+    /// names, so `verify-full` works.
+    ///
+    /// Every mode is valid for libpq (`psql "<string>"`, which then puts the
+    /// password on its command line; prefer [`PgServer::psql_tls_cmd`]).
+    /// tokio-postgres only knows `disable`, `prefer` and `require` (and
+    /// rejects `sslrootcert`): with those it leaves certificate checking to
+    /// the TLS connector passed to `connect`, which should trust
+    /// [`PgServer::server_ca`].
+    pub fn conn_string_tls(
+        &self,
+        user: &str,
+        password: &str,
+        dbname: &str,
+        sslmode: &str,
+    ) -> String {
+        let mut conn = format!(
+            "host={HOST} port={} user={} password={} dbname={} sslmode={} connect_timeout=10",
             self.port,
             quote_conn_value(user),
             quote_conn_value(password),
-            quote_conn_value(dbname)
-        )
+            quote_conn_value(dbname),
+            // A keyword; left unquoted so `conn_string` is unchanged.
+            sslmode,
+        );
+        if let Some(ca) = &self.server_ca
+            && sslmode.starts_with("verify")
+        {
+            let _ = write!(
+                conn,
+                " sslrootcert={}",
+                quote_conn_value(&ca.to_string_lossy())
+            );
+        }
+        conn
+    }
+
+    /// The CA certificate (PEM) that issued this server's certificate: what a
+    /// client uses as `sslrootcert` (or a rustls root store) to verify the
+    /// server. `None` for a server without TLS. The file is a copy in the
+    /// cluster directory, valid as long as the server (not the `TestPki`).
+    pub fn server_ca(&self) -> Option<PathBuf> {
+        self.server_ca.clone()
+    }
+
+    /// `psql` to this server with `sslmode=<sslmode>`: [`psql_cmd`] with
+    /// `host` (`"localhost"` and `"127.0.0.1"` are both in the server
+    /// certificate) and this server's port, plus `PGSSLMODE=<sslmode>` and
+    /// `PGSSLROOTCERT=<server_ca()>`.
+    ///
+    /// No client certificate is sent (`PGSSLCERT`/`PGSSLKEY` point at a file
+    /// that does not exist, so none from `~/.postgresql` is used either);
+    /// give one with `.env("PGSSLCERT", cert).env("PGSSLKEY", key)`. Other
+    /// settings can be overridden the same way, e.g. `PGSSLROOTCERT` for a
+    /// wrong CA, or `PGHOSTADDR=127.0.0.1` with a `host` that is not in the
+    /// certificate. On a server without TLS, `PGSSLROOTCERT` also points at
+    /// the missing file, so `verify-*` modes fail.
+    pub fn psql_tls_cmd(
+        &self,
+        host: &str,
+        user: &str,
+        password: &str,
+        dbname: &str,
+        sslmode: &str,
+    ) -> Command {
+        let no_file = self.dir.path().join(NO_FILE);
+        let root_cert = self.server_ca.clone().unwrap_or_else(|| no_file.clone());
+        let mut cmd = psql_cmd(host, self.port, user, password, dbname);
+        cmd.env("PGSSLMODE", sslmode)
+            .env("PGSSLROOTCERT", root_cert)
+            .env("PGSSLCERT", &no_file)
+            .env("PGSSLKEY", &no_file);
+        cmd
     }
 
     /// Number of client backends (sessions) currently connected as `usename`,
@@ -447,6 +668,21 @@ fn remove_pg_env(cmd: &mut Command) {
         "PGSERVICEFILE",
         "PGOPTIONS",
         "PGSSLMODE",
+        "PGREQUIRESSL",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGSSLROOTCERT",
+        "PGSSLCRL",
+        "PGSSLCRLDIR",
+        "PGSSLSNI",
+        "PGSSLCOMPRESSION",
+        "PGSSLMINPROTOCOLVERSION",
+        "PGSSLMAXPROTOCOLVERSION",
+        "PGSSLNEGOTIATION",
+        "PGSSLCERTMODE",
+        "PGGSSENCMODE",
+        "PGREQUIREAUTH",
+        "PGCHANNELBINDING",
         "PGCLUSTER",
         "PGDATA",
         "PGTARGETSESSIONATTRS",
@@ -460,7 +696,7 @@ fn remove_pg_env(cmd: &mut Command) {
 
 /// Copies the template into a fresh cluster directory and writes the
 /// per-server settings. Runs while the template's shared lock is held.
-fn prepare_instance(template: &Template, port: u16) -> TempDir {
+fn prepare_instance(template: &Template, port: u16, tls: Option<&InstanceTls>) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("pgward-test-")
         .tempdir_in(base_dir())
@@ -482,11 +718,14 @@ fn prepare_instance(template: &Template, port: u16) -> TempDir {
         "port = {port}\nunix_socket_directories = {}\n",
         quote_literal(&dir.path().to_string_lossy())
     );
-    for line in configure_tls(&data_dir) {
+    for line in configure_tls(&data_dir, tls) {
         conf.push_str(&line);
         conf.push('\n');
     }
     fs::write(data_dir.join(INSTANCE_CONF), conf).expect("writing pgward_instance.conf");
+    if let Some(tls) = tls {
+        copy_file(&tls.ca, &dir.path().join(CLIENT_CA_FILE), 0o644);
+    }
 
     if running_as_root() {
         chown_to_server_user(dir.path());
@@ -494,17 +733,80 @@ fn prepare_instance(template: &Template, port: u16) -> TempDir {
     dir
 }
 
-/// TLS hook, intentionally empty for now.
-///
-/// The TLS work will generate certificates with `rcgen`, write
-/// `server.crt`/`server.key` (key mode 0600, owned by the server user) into
-/// `data_dir`, and return the settings to enable them, e.g.
-/// `["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"]`.
-/// It must then also switch `CLIENT_SSLMODE` / `conn_string` over and expose
-/// the CA certificate to tests. Returned lines are appended to the server's
-/// `pgward_instance.conf`.
-fn configure_tls(_data_dir: &Path) -> Vec<String> {
-    Vec::new()
+/// Issues the server certificate for a TLS server (`localhost`, `127.0.0.1`)
+/// from `pki`, under a name unique within this process.
+fn issue_server_tls(pki: &TestPki, clients: TlsClients) -> InstanceTls {
+    static ISSUED: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "postgres-server-{}-{}",
+        std::process::id(),
+        ISSUED.fetch_add(1, Ordering::Relaxed)
+    );
+    let (cert, key) = pki.server_cert(&name, &["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    InstanceTls {
+        cert,
+        key,
+        ca: pki.ca_cert(),
+        clients,
+    }
+}
+
+/// Applies a server's TLS settings to its fresh copy of the template: copies
+/// certificate, key and CA into `data_dir` (the caller then `chown`s it all
+/// to the server user, who must own the key), replaces `pg_hba.conf` when
+/// TCP clients must use TLS, and returns the lines for
+/// `pgward_instance.conf`. Nothing for a plaintext server.
+fn configure_tls(data_dir: &Path, tls: Option<&InstanceTls>) -> Vec<String> {
+    let Some(tls) = tls else {
+        return Vec::new();
+    };
+    let cert = data_dir.join(SERVER_CERT_FILE);
+    let key = data_dir.join(SERVER_KEY_FILE);
+    let ca = data_dir.join(SERVER_CA_FILE);
+    copy_file(&tls.cert, &cert, 0o644);
+    // PostgreSQL refuses a key that group or others can read (unless owned
+    // by root, which it is not after the chown).
+    copy_file(&tls.key, &key, 0o600);
+    copy_file(&tls.ca, &ca, 0o644);
+
+    let hba = match tls.clients {
+        // The template's: `host` matches TLS and plaintext connections.
+        TlsClients::Optional => None,
+        TlsClients::Required => Some("hostssl all all 127.0.0.1/32 scram-sha-256"),
+        TlsClients::RequiredWithClientCert => {
+            Some("hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full")
+        }
+    };
+    if let Some(hostssl) = hba {
+        // Truncating keeps the file's owner (the server user).
+        fs::write(
+            data_dir.join("pg_hba.conf"),
+            format!(
+                "# pgward test harness (tests/support/pg.rs), TLS only\n\
+                 local all all trust\n\
+                 {hostssl}\n\
+                 hostnossl all all 0.0.0.0/0 reject\n"
+            ),
+        )
+        .expect("writing the TLS-only pg_hba.conf");
+    }
+
+    let path = |p: &Path| quote_literal(&p.to_string_lossy());
+    vec![
+        "ssl = on".to_string(),
+        format!("ssl_cert_file = {}", path(&cert)),
+        format!("ssl_key_file = {}", path(&key)),
+        format!("ssl_ca_file = {}", path(&ca)),
+        "ssl_min_protocol_version = 'TLSv1.2'".to_string(),
+    ]
+}
+
+/// Copies `from` to `to` and gives the copy exactly `mode`.
+fn copy_file(from: &Path, to: &Path, mode: u32) {
+    fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+    fs::set_permissions(to, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", to.display()));
 }
 
 /// Stops the server in `data_dir` if it runs. Never panics (used from Drop).

@@ -1,0 +1,483 @@
+//! TLS and mTLS with real clients: psql (libpq) with verify-full, client certificates and
+//! channel binding; openssl for protocol versions and certificate reload; a rustls client for
+//! direct TLS. Behind pgward, a PostgreSQL that only accepts TLS, verified with verify-full.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::pg::PgServer;
+use support::pgward::{APP_PASSWORD, APP_USER, Options, TestEnv, one_value, run};
+use support::pki::TestPki;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// pgward's client-side certificates, issued by `pki`.
+struct ClientSide {
+    pki: TestPki,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+fn client_side(dir: &Path) -> ClientSide {
+    let pki = TestPki::new(&dir.join("pki"));
+    let (server_cert, server_key) = pki.server_cert("pgward", &["localhost"], &[LOCALHOST]);
+    ClientSide {
+        pki,
+        server_cert,
+        server_key,
+    }
+}
+
+fn client_tls_section(cs: &ClientSide, extra: &str) -> String {
+    format!(
+        "[client_tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_interval = 0.2\n{extra}\n",
+        cs.server_cert.display(),
+        cs.server_key.display(),
+        cs.pki.ca_cert().display()
+    )
+}
+
+/// psql to pgward over TLS with libpq's own settings; no client certificate unless given.
+fn psql(env: &TestEnv, user: &str, sslmode: &str, ca: &Path) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .env("PGHOST", "localhost")
+        .env("PGPORT", env.port().to_string())
+        .env("PGUSER", user)
+        .env("PGDATABASE", "appdb")
+        .env("PGPASSWORD", APP_PASSWORD)
+        .env("PGSSLMODE", sslmode)
+        .env("PGSSLROOTCERT", ca)
+        .env("PGSSLCERT", "/nonexistent")
+        .env("PGSSLKEY", "/nonexistent")
+        .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+fn with_cert(mut cmd: Command, cert: &Path, key: &Path) -> Command {
+    cmd.env("PGSSLCERT", cert).env("PGSSLKEY", key);
+    cmd
+}
+
+fn env_with(tmp: &Path, client_cert: &str, user_extra: &str, extra: &str) -> (TestEnv, ClientSide) {
+    let cs = client_side(tmp);
+    let env = TestEnv::with(Options {
+        client_tls: client_tls_section(&cs, &format!("client_cert = \"{client_cert}\"")),
+        user_extra: user_extra.into(),
+        extra: extra.into(),
+        ..Options::default()
+    });
+    (env, cs)
+}
+
+#[test]
+fn verify_full_with_a_client_certificate_and_channel_binding() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, cs) = env_with(tmp.path(), "required", "", "");
+    let (cert, key) = cs
+        .pki
+        .client_cert("app", "app", &["spiffe://test/app"], &[]);
+    let mut cmd = with_cert(
+        psql(&env, APP_USER, "verify-full", &cs.pki.ca_cert()),
+        &cert,
+        &key,
+    );
+    let (ok, out, err) = run(cmd.args(["-c", "SELECT 'over tls'"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "over tls");
+    // SCRAM-SHA-256-PLUS, bound to pgward's certificate.
+    let mut cmd = with_cert(
+        psql(&env, APP_USER, "verify-full", &cs.pki.ca_cert()),
+        &cert,
+        &key,
+    );
+    cmd.env("PGCHANNELBINDING", "require");
+    let (ok, out, err) = run(cmd.args(["-c", "SELECT 'bound'"]));
+    assert!(ok, "channel_binding=require: {err}");
+    assert_eq!(out.trim(), "bound");
+}
+
+#[test]
+fn a_required_client_certificate_missing_fails_clearly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, cs) = env_with(tmp.path(), "required", "", "");
+    let (ok, _, err) =
+        run(psql(&env, APP_USER, "verify-full", &cs.pki.ca_cert()).args(["-c", "SELECT 1"]));
+    assert!(!ok);
+    assert!(
+        err.contains("a valid client certificate is required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_certificate_from_another_ca_fails() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, cs) = env_with(tmp.path(), "required", "", "");
+    let rogue = TestPki::other_ca(&tmp.path().join("rogue"));
+    let (cert, key) = rogue.client_cert("app", "app", &["spiffe://test/app"], &[]);
+    let cmd = psql(&env, APP_USER, "verify-full", &cs.pki.ca_cert());
+    let (ok, _, err) = run(with_cert(cmd, &cert, &key).args(["-c", "SELECT 1"]));
+    assert!(!ok, "a certificate from another CA must be refused");
+    assert!(
+        err.to_lowercase().contains("ssl") || err.contains("certificate"),
+        "{err}"
+    );
+    // And pgward's certificate does not verify against a CA the client does not trust.
+    let (ok, _, err) =
+        run(psql(&env, APP_USER, "verify-full", &rogue.ca_cert()).args(["-c", "SELECT 1"]));
+    assert!(!ok);
+    assert!(err.contains("certificate verify failed"), "{err}");
+}
+
+#[test]
+fn certificate_identity_must_match_the_user() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let users = r#"
+[[users]]
+name = "svc"
+auth = "cert"
+cert_identity = "spiffe://test/svc"
+
+[[users]]
+name = "both"
+auth = "cert+scram"
+cert_identity = "CN=both"
+scram_verifier = "VERIFIER"
+"#;
+    let cs = client_side(tmp.path());
+    let verifier = pgward::auth::scram::ScramVerifier::new_random(
+        &pgward::auth::secret::Secret::new(APP_PASSWORD),
+        4096,
+    );
+    let env = TestEnv::with(Options {
+        client_tls: format!(
+            "{}\n{}",
+            client_tls_section(&cs, "client_cert = \"optional\""),
+            users.replace("VERIFIER", &verifier.to_string())
+        ),
+        ..Options::default()
+    });
+    let ca = cs.pki.ca_cert();
+    let (svc_cert, svc_key) = cs
+        .pki
+        .client_cert("svc", "svc", &["spiffe://test/svc"], &[]);
+    let (other_cert, other_key) =
+        cs.pki
+            .client_cert("other", "other", &["spiffe://test/other"], &[]);
+    // The right certificate is enough for `cert`.
+    let mut cmd = with_cert(psql(&env, "svc", "verify-full", &ca), &svc_cert, &svc_key);
+    cmd.env_remove("PGPASSWORD");
+    let (ok, out, err) = run(cmd.args(["-c", "SELECT current_user"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "app_rw");
+    // Another identity is refused with 28000.
+    let mut cmd = with_cert(
+        psql(&env, "svc", "verify-full", &ca),
+        &other_cert,
+        &other_key,
+    );
+    let (ok, _, err) = run(cmd.args(["-c", "SELECT 1"]));
+    assert!(!ok);
+    assert!(
+        err.contains("certificate authentication failed for user \"svc\""),
+        "{err}"
+    );
+    // No certificate at all.
+    let (ok, _, err) = run(psql(&env, "svc", "verify-full", &ca).args(["-c", "SELECT 1"]));
+    assert!(!ok);
+    assert!(err.contains("client certificate is required"), "{err}");
+    // cert+scram: the certificate and the password.
+    let (both_cert, both_key) = cs.pki.client_cert("both", "both", &[], &[]);
+    let mut cmd = with_cert(
+        psql(&env, "both", "verify-full", &ca),
+        &both_cert,
+        &both_key,
+    );
+    let (ok, _, err) = run(cmd.args(["-c", "SELECT 1"]));
+    assert!(ok, "{err}");
+    let mut cmd = with_cert(
+        psql(&env, "both", "verify-full", &ca),
+        &both_cert,
+        &both_key,
+    );
+    cmd.env("PGPASSWORD", "wrong");
+    let (ok, _, err) = run(cmd.args(["-c", "SELECT 1"]));
+    assert!(!ok);
+    assert!(err.contains("password authentication failed"), "{err}");
+}
+
+#[test]
+fn plaintext_is_refused_when_tls_is_required() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, cs) = env_with(tmp.path(), "optional", "", "");
+    let (ok, _, err) =
+        run(psql(&env, APP_USER, "disable", &cs.pki.ca_cert()).args(["-c", "SELECT 1"]));
+    assert!(!ok);
+    assert!(err.contains("TLS is required"), "{err}");
+    // sslmode=prefer upgrades.
+    let (ok, out, err) =
+        run(psql(&env, APP_USER, "prefer", &cs.pki.ca_cert()).args(["-c", "SELECT 'upgraded'"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "upgraded");
+}
+
+fn openssl_available() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn tls_1_1_is_refused_and_tls_1_3_only_can_be_configured() {
+    if !openssl_available() {
+        panic!("openssl is needed for this test (apt-get install openssl)");
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, _cs) = env_with(tmp.path(), "optional", "", "");
+    let s_client = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", env.port())])
+            .args(["-starttls", "postgres"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let old = s_client(&["-tls1_1"]);
+    assert!(
+        !old.contains("Protocol  : TLSv1.1") || old.contains("alert"),
+        "TLS 1.1 must not be negotiated:\n{old}"
+    );
+    assert!(old.contains("alert") || old.contains("error"), "{old}");
+    let v12 = s_client(&["-tls1_2"]);
+    assert!(
+        v12.contains("TLSv1.2"),
+        "TLS 1.2 is allowed by default:\n{v12}"
+    );
+    drop(env);
+    // min_version = "1.3"
+    let cs = client_side(&tmp.path().join("13"));
+    let env = TestEnv::with(Options {
+        client_tls: client_tls_section(&cs, "min_version = \"1.3\""),
+        ..Options::default()
+    });
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", env.port())])
+        .args(["-starttls", "postgres", "-tls1_2"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("alert"),
+        "TLS 1.2 refused with min_version 1.3:\n{text}"
+    );
+}
+
+/// Direct TLS (PostgreSQL 17): the ClientHello comes first and must name ALPN "postgresql".
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_tls_needs_alpn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, cs) = env_with(tmp.path(), "optional", "", "");
+    let connect = |alpn: Option<&'static [u8]>| {
+        let ca = cs.pki.ca_cert();
+        let port = env.port();
+        async move {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pgward::tls::load_certs(&ca).expect("ca") {
+                roots.add(c).expect("root");
+            }
+            let mut config = rustls::ClientConfig::builder_with_provider(pgward::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            if let Some(a) = alpn {
+                config.alpn_protocols = vec![a.to_vec()];
+            }
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("tcp");
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(
+                    rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+                    tcp,
+                )
+                .await
+                .expect("handshake");
+            let packet = support::pgward::startup_packet(
+                3 << 16,
+                &[("user", APP_USER), ("database", "appdb")],
+            );
+            let _ = tls.write_all(&packet).await;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut first)).await {
+                Ok(Ok(1)) => Some(first[0]),
+                _ => None,
+            }
+        }
+    };
+    assert_eq!(
+        connect(Some(b"postgresql")).await,
+        Some(b'R'),
+        "with ALPN the server asks for authentication"
+    );
+    assert_eq!(
+        connect(None).await,
+        None,
+        "without ALPN the connection is closed"
+    );
+}
+
+fn presented_subject(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-starttls", "postgres"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no subject in:\n{text}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaced_certificate_files_are_used_for_new_connections_only() {
+    if !openssl_available() {
+        panic!("openssl is needed for this test");
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (env, cs) = env_with(tmp.path(), "optional", "", "");
+    let before = presented_subject(env.port());
+    assert!(before.contains("localhost"), "{before}");
+    // An open session over TLS.
+    let mut session = psql(&env, APP_USER, "verify-full", &cs.pki.ca_cert())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    // Replace the files with a certificate for another name (same CA).
+    let (new_cert, new_key) =
+        cs.pki
+            .server_cert("rotated", &["rotated.localhost", "localhost"], &[LOCALHOST]);
+    std::fs::copy(&new_cert, &cs.server_cert).expect("replace cert");
+    std::fs::copy(&new_key, &cs.server_key).expect("replace key");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = presented_subject(env.port());
+        if now.contains("rotated.localhost") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still presenting {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The session opened before the reload still works.
+    {
+        use std::io::Write;
+        let mut stdin = session.stdin.take().expect("stdin");
+        writeln!(stdin, "SELECT 'still here';").expect("write");
+    }
+    let out = session.wait_with_output().expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still here"));
+    // A broken file does not replace the good ones.
+    std::fs::write(&cs.server_cert, "not a certificate").expect("break");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(presented_subject(env.port()).contains("rotated.localhost"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_verify_full_works_and_a_wrong_server_name_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = TestPki::new(&tmp.path().join("backend-pki"));
+    let pg = PgServer::builder().tls(&pki).tls_only().start();
+    let ca = pki.ca_cert();
+    let extra = format!(
+        r#"
+[[databases]]
+name = "wrongname"
+dbname = "appdb"
+port = PORT
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+backend_tls = {{ mode = "verify-full", ca = "{ca}", server_name = "db.wrong.example" }}
+
+[[databases]]
+name = "verifyca"
+dbname = "appdb"
+port = PORT
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+backend_tls = {{ mode = "verify-ca", ca = "{ca}", server_name = "db.wrong.example" }}
+"#,
+        ca = ca.display()
+    );
+    let env = TestEnv::with_server(
+        pg,
+        Options {
+            backend_tls: format!(
+                "backend_tls = {{ mode = \"verify-full\", ca = \"{}\" }}",
+                ca.display()
+            ),
+            extra,
+            ..Options::default()
+        },
+    );
+    let c = env.client("appdb").await;
+    assert_eq!(
+        one_value(
+            &c,
+            "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )
+        .await,
+        "true",
+        "the backend leg is TLS"
+    );
+    let e = env
+        .try_client(APP_USER, APP_PASSWORD, "wrongname")
+        .await
+        .expect_err("a server certificate for another name must be refused");
+    assert_eq!(
+        support::pgward::sqlstate(&e).as_deref(),
+        Some("08001"),
+        "{e}"
+    );
+    // verify-ca checks the chain, not the name.
+    let c = env.client("verifyca").await;
+    assert_eq!(one_value(&c, "SELECT 'chain ok'").await, "chain ok");
+    // Cancel travels over TLS too (the server refuses plaintext).
+    let sleeper = env.client("appdb").await;
+    let token = sleeper.cancel_token();
+    let task = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    let e = task.await.expect("task").expect_err("cancelled");
+    assert_eq!(
+        support::pgward::sqlstate(&e).as_deref(),
+        Some("57014"),
+        "{e}"
+    );
+}
