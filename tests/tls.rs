@@ -481,3 +481,120 @@ backend_tls = {{ mode = "verify-ca", ca = "{ca}", server_name = "db.wrong.exampl
         "{e}"
     );
 }
+
+#[test]
+fn sessions_end_when_the_client_certificate_expires() {
+    use pgward::tls::dev_certs::{LeafSpec, generate, issue};
+    use std::time::SystemTime;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dev = generate("app").expect("dev pki");
+    let write = |name: &str, pem: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tmp.path().join(name);
+        std::fs::write(&p, pem).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    };
+    let ca = write("ca.crt", &dev.ca_cert_pem, 0o644);
+    let server_cert = write("server.crt", &dev.server_cert_pem, 0o644);
+    let server_key = write("server.key", &dev.server_key_pem, 0o600);
+    let now = SystemTime::now();
+    let (cert_pem, key_pem) = issue(
+        &dev.ca_cert_pem,
+        &dev.ca_key_pem,
+        &LeafSpec {
+            common_name: "app".into(),
+            dns: vec![],
+            uris: vec![],
+            ips: vec![],
+            server: false,
+            not_before: now - Duration::from_secs(60),
+            not_after: now + Duration::from_secs(4),
+        },
+    )
+    .expect("short-lived client cert");
+    let cert = write("client.crt", &cert_pem, 0o644);
+    let key = write("client.key", &key_pem, 0o600);
+    let env = TestEnv::with(Options {
+        client_tls: format!(
+            "[client_tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_cert = \"required\"\nend_session_on_cert_expiry = true\n",
+            server_cert.display(),
+            server_key.display(),
+            ca.display()
+        ),
+        ..Options::default()
+    });
+    let started = std::time::Instant::now();
+    let cmd = psql(&env, APP_USER, "verify-full", &ca);
+    let (ok, out, err) = run(with_cert(cmd, &cert, &key).args([
+        "-c",
+        "SELECT 'before'",
+        "-c",
+        "SELECT pg_sleep(15)",
+    ]));
+    assert!(!ok, "the session must end:\n{out}");
+    assert!(out.contains("before"), "{out}");
+    assert!(
+        err.contains("client certificate of this session has expired"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A CA bundle with many roots of several kinds (like the AWS RDS global bundle: RSA 2048 and
+/// 4096, ECDSA P-384) loads, and the right root anywhere in it verifies the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_mixed_ca_bundle_loads() {
+    assert!(openssl_available(), "openssl is needed for this test");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = TestPki::new(&tmp.path().join("backend-pki"));
+    let pg = PgServer::builder().tls(&pki).tls_only().start();
+    let mut bundle = String::new();
+    for (i, key) in ["rsa:2048", "rsa:4096", "ec"]
+        .iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let dir = tmp.path().join(format!("other-{i}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut cmd = Command::new("openssl");
+        cmd.args(["req", "-x509", "-nodes", "-days", "30", "-subj"])
+            .arg(format!("/CN=Unrelated Root {i}"))
+            .args(["-keyout", "k.pem", "-out", "c.pem"])
+            .current_dir(&dir);
+        if *key == "ec" {
+            cmd.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+        } else {
+            cmd.args(["-newkey", key]);
+        }
+        let out = cmd.output().expect("openssl req");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bundle.push_str(&std::fs::read_to_string(dir.join("c.pem")).expect("read"));
+        if i == 3 {
+            bundle.push_str(&std::fs::read_to_string(pki.ca_cert()).expect("ca"));
+        }
+    }
+    let bundle_path = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle_path, bundle).expect("write bundle");
+    let env = TestEnv::with_server(
+        pg,
+        Options {
+            backend_tls: format!(
+                "backend_tls = {{ mode = \"verify-full\", ca = \"{}\" }}",
+                bundle_path.display()
+            ),
+            ..Options::default()
+        },
+    );
+    let c = env.client("appdb").await;
+    assert_eq!(one_value(&c, "SELECT 'bundle ok'").await, "bundle ok");
+}
