@@ -17,6 +17,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$REPO/.pgward-quickstart"
+CERTS="$STATE/certs"
 CONFIG="$REPO/config/pgward.toml"
 # The defaults and the demo password match config/pgward.toml.
 PG_PORT=${QUICKSTART_PG_PORT:-55432}
@@ -155,7 +156,6 @@ build_pgward() {
     PGWARD_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/pgward"
     case $PGWARD_BIN in /*) ;; *) PGWARD_BIN="$REPO/$PGWARD_BIN" ;; esac
     [ -x "$PGWARD_BIN" ] || die "build finished but $PGWARD_BIN is missing"
-    "$PGWARD_BIN" check-config --config "$CONFIG" | indent
 }
 
 # --- the cluster --------------------------------------------------------------------------------
@@ -284,9 +284,17 @@ prepare_config() {
     info "ports $PG_PORT/$PGWARD_PORT: using $RUN_CONFIG, a copy of config/pgward.toml"
 }
 
+make_certs() {
+    info "development certificates (pgward certs dev — not for production) in $CERTS"
+    "$PGWARD_BIN" certs dev --out "$CERTS" --client-user app --force | indent
+}
+
 start_pgward() {
     section "Starting pgward on 127.0.0.1:$PGWARD_PORT"
     local i
+    # After the cluster: starting it gives the state directory a fresh start.
+    make_certs
+    "$PGWARD_BIN" check-config --config "$CONFIG" | indent
     prepare_config
     # setsid: its own session, so a Ctrl-C in this terminal reaches only the script, whose cleanup
     # then stops pgward (or, with KEEP=1, leaves it running as promised).
@@ -320,7 +328,8 @@ stop_pgward() {
 
 # --- the demo -----------------------------------------------------------------------------------
 
-PGWARD_CONN="host=127.0.0.1 port=$PGWARD_PORT sslmode=disable connect_timeout=5"
+# TLS with full verification of pgward's certificate (made by `pgward certs dev`).
+PGWARD_CONN="host=localhost port=$PGWARD_PORT sslmode=verify-full sslrootcert=$CERTS/ca.crt sslcert=/nonexistent connect_timeout=5"
 
 # psql through pgward as the demo user; extra arguments go to psql.
 app_psql() {
@@ -355,6 +364,13 @@ demo_allowed() {
     allowed "SELECT current_user — runs as backend role app_rw, whose password the client never saw"
     app_psql -c "SELECT current_user, session_user, current_database()" | indent
 
+    allowed "TLS with SCRAM-SHA-256-PLUS: the login is bound to this TLS session (channel_binding=require)"
+    PGCHANNELBINDING=require app_psql -c "SELECT 'channel binding ok' AS tls" | indent
+
+    allowed "mTLS: user app_cert, authenticated by its client certificate alone (no password)"
+    "$PSQL" "$PGWARD_CONN user=app_cert dbname=appdb sslcert=$CERTS/client.crt sslkey=$CERTS/client.key" \
+        -X -c "SELECT current_user AS backend_role" | indent
+
     allowed "writing and reading"
     app_psql -e <<'SQL' | indent
 INSERT INTO notes (body) VALUES ('written through pgward') RETURNING id;
@@ -383,6 +399,15 @@ demo_refused() {
 
     refused "unknown user mallory (28P01, the same message: users cannot be enumerated)"
     expect_refusal env PGPASSWORD=guess "$PSQL" "$PGWARD_CONN user=mallory dbname=appdb" -X -c "SELECT 1"
+    show_logged_refusal
+
+    refused "plaintext (sslmode=disable): TLS is required (28000)"
+    expect_refusal env PGPASSWORD=$DEMO_PASSWORD "$PSQL" \
+        "host=127.0.0.1 port=$PGWARD_PORT sslmode=disable user=app dbname=appdb" -X -c "SELECT 1"
+    show_logged_refusal
+
+    refused "mTLS user app_cert without its certificate (28000)"
+    expect_refusal "$PSQL" "$PGWARD_CONN user=app_cert dbname=appdb" -X -c "SELECT 1"
     show_logged_refusal
 
     refused "LISTEN in transaction mode (0A000: the next transaction may run on another connection)"
@@ -420,7 +445,8 @@ demo_pgbench() {
 print_keep_instructions() {
     section "KEEP=1: pgward and PostgreSQL are still running"
     info "connect through pgward:"
-    info "  PGPASSWORD=$DEMO_PASSWORD psql \"host=127.0.0.1 port=$PGWARD_PORT user=app dbname=appdb sslmode=disable\""
+    info "  PGPASSWORD=$DEMO_PASSWORD psql \"host=localhost port=$PGWARD_PORT user=app dbname=appdb sslmode=verify-full sslrootcert=$CERTS/ca.crt\""
+    info "  psql \"host=localhost port=$PGWARD_PORT user=app_cert dbname=appdb sslmode=verify-full sslrootcert=$CERTS/ca.crt sslcert=$CERTS/client.crt sslkey=$CERTS/client.key\""
     info "  (dbname=appdb_session for session pooling)"
     info "connect to PostgreSQL directly as its superuser:"
     info "  psql -h $PG_DIR -p $PG_PORT -U postgres appdb"

@@ -99,6 +99,38 @@ fn unknown_keys_in_the_file_are_errors() {
 }
 
 #[test]
+fn certs_dev_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |force: bool| {
+        let mut cmd = pgward();
+        cmd.args(["certs", "dev", "--out"]).arg(dir.path());
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("run")
+    };
+    let first = run(false);
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stdout).contains("NOT FOR PRODUCTION"));
+    let again = run(false);
+    assert!(
+        !again.status.success(),
+        "existing files are not overwritten silently"
+    );
+    assert!(run(true).status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("server.key"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "private keys are readable by the owner only"
+    );
+}
+
+#[test]
 fn scram_verifier_reads_stdin_and_prints_a_working_verifier() {
     use std::io::Write;
     let mut child = pgward()
