@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::scram::{self, ChannelBinding, ScramError, ScramServer, ScramVerifier};
 use crate::config::{ClientAuth, Config, User};
 use crate::error::ClientError;
 use crate::protocol::messages as msg;
-use crate::session::io::read_client_frame;
+use crate::session::io::{read_client_frame, send_all};
 use crate::tls::identity::CertIdentity;
 use crate::tls::server::TlsPeer;
 
@@ -61,7 +61,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(verifier) = verifier else {
         // Trust from loopback, or a certificate that matched: no password exchange.
         msg::put_auth_ok(&mut out);
-        stream.write_all(&out).await.map_err(io_closed)?;
+        send_all(stream, &out).await.map_err(io_closed)?;
         return user.ok_or(ClientError::AuthFailed {
             user: user_name.into(),
         });
@@ -74,7 +74,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let mechanisms = scram::mechanisms(&cb);
     let mut scram = ScramServer::new(verifier, is_mock, cb);
     msg::put_auth_sasl(&mut out, mechanisms);
-    stream.write_all(&out).await.map_err(io_closed)?;
+    send_all(stream, &out).await.map_err(io_closed)?;
 
     let fail = |e: ScramError| -> ClientError {
         if e.is_protocol_violation() {
@@ -98,7 +98,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let server_first = scram.client_first(mechanism, data).map_err(fail)?;
     out.clear();
     msg::put_auth_sasl_continue(&mut out, &server_first);
-    stream.write_all(&out).await.map_err(io_closed)?;
+    send_all(stream, &out).await.map_err(io_closed)?;
 
     let body = expect_password_message(stream, buf).await?;
     let server_final = scram.client_final(&body).map_err(fail)?;
@@ -108,7 +108,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     out.clear();
     msg::put_auth_sasl_final(&mut out, &server_final);
     msg::put_auth_ok(&mut out);
-    stream.write_all(&out).await.map_err(io_closed)?;
+    send_all(stream, &out).await.map_err(io_closed)?;
     Ok(user)
 }
 

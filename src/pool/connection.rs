@@ -17,6 +17,7 @@ use crate::auth::secret::Secret;
 use crate::config::{BackendLogin, Target};
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::messages::{self as msg, TxStatus};
+use crate::session::io::send_all;
 use crate::session::state::SessionParams;
 use crate::tls::backend::BackendTls;
 
@@ -166,7 +167,7 @@ impl ServerConn {
             &mut out,
             &[("user", &login.user), ("database", &target.dbname)],
         );
-        conn.stream.write_all(&out).await?;
+        send_all(&mut conn.stream, &out).await?;
         conn.authenticate(
             &login.user,
             password.as_ref(),
@@ -260,7 +261,7 @@ impl ServerConn {
                 }
                 other => return Err(ServerError::UnsupportedAuth(other)),
             }
-            self.stream.write_all(&out).await?;
+            send_all(&mut self.stream, &out).await?;
         }
     }
 
@@ -320,7 +321,7 @@ impl ServerConn {
         for q in queries {
             msg::put_query(&mut out, q);
         }
-        self.stream.write_all(&out).await?;
+        send_all(&mut self.stream, &out).await?;
         self.wait_ready(queries.len()).await
     }
 

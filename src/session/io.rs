@@ -2,11 +2,18 @@
 //! authentication), where each message is needed in full.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::ClientError;
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::startup::{self, StartupPacket};
+
+/// Writes all of `bytes` and flushes. A TLS stream may keep the last records in its buffer when
+/// the socket would block; without the flush they would wait for the next write.
+pub async fn send_all<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
 
 /// Reads one typed message. `Ok(None)`: the client closed the connection cleanly.
 pub async fn read_client_frame<S: AsyncRead + Unpin>(

@@ -250,7 +250,7 @@ async fn run_session<S>(
     }
     msg::put_backend_key(&mut out, cancel.key.pid, cancel.key.secret);
     msg::put_ready(&mut out, TxStatus::Idle);
-    if stream.write_all(&out).await.is_err() {
+    if io::send_all(&mut stream, &out).await.is_err() {
         return;
     }
     let mut server = server;
@@ -316,8 +316,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         // PostgreSQL 15 behaviour: speak 3.0 and name the options we ignore.
         let mut out = BytesMut::new();
         msg::put_negotiate_protocol_version(&mut out, 0, &startup.unknown_protocol_options);
-        stream
-            .write_all(&out)
+        io::send_all(stream, &out)
             .await
             .map_err(|_| ClientError::ProtocolViolation {
                 reason: "connection lost".into(),
@@ -400,6 +399,6 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
 async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {
     let mut out = BytesMut::new();
     e.write_to(&mut out);
-    let _ = stream.write_all(&out).await;
+    let _ = io::send_all(stream, &out).await;
     let _ = stream.shutdown().await;
 }

@@ -27,6 +27,7 @@ use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
 use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::cancel::Registration;
+use crate::session::io::send_all;
 use crate::session::state::SessionParams;
 use crate::session::statement::{self, SessionEffect};
 
@@ -345,9 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        server
-            .stream
-            .write_all(&self.cbuf[from..to])
+        send_all(&mut server.stream, &self.cbuf[from..to])
             .await
             .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))
     }
@@ -582,9 +581,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             // Close the server's half-done pipeline first so our error lands after its results.
             self.out.clear();
             self.out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
-            server
-                .stream
-                .write_all(&self.out)
+            send_all(&mut server.stream, &self.out)
                 .await
                 .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
             self.pending_syncs += 1;
@@ -612,8 +609,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     }
 
     async fn write_out(&mut self) -> Result<(), SessionEnd> {
-        self.client
-            .write_all(&self.out)
+        send_all(&mut self.client, &self.out)
             .await
             .map_err(SessionEnd::Io)?;
         self.out.clear();
@@ -682,6 +678,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 .await
                 .map_err(SessionEnd::Io)?;
         }
+        // One flush per read from the server, after everything it brought.
+        self.client.flush().await.map_err(SessionEnd::Io)?;
         server.buf.advance(pos);
         Ok(())
     }
@@ -750,7 +748,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         if let SessionEnd::ClientError(e) = end {
             self.out.clear();
             e.write_to(&mut self.out);
-            let _ = self.client.write_all(&self.out).await;
+            let _ = send_all(&mut self.client, &self.out).await;
             let _ = self.client.shutdown().await;
         }
         if matches!(
@@ -794,7 +792,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.pending_syncs += 1;
         }
         if !out.is_empty() {
-            server.stream.write_all(&out).await?;
+            send_all(&mut server.stream, &out).await?;
         }
         if running && !self.copy_in {
             // The query may run for a long time, holding locks: stop it.
