@@ -185,6 +185,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 
     async fn run_loop(&mut self) -> SessionEnd {
         let shutdown = self.app.shutdown.clone();
+        // One registration for the whole session: creating `cancelled()` anew each turn of the
+        // loop would lock the token's waiter list twice per message.
+        let mut shutdown_signal = std::pin::pin!(shutdown.cancelled_owned());
+        let mut shutdown_seen = false;
         let client_idle = self.app.config.server.client_idle_timeout;
         let idle_in_tx = self.app.config.server.idle_in_transaction_timeout;
         let mut paused = false;
@@ -199,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.release_server().await;
             }
             let idle_outside_tx = self.server.is_none() || self.server_idle();
-            if shutdown.is_cancelled() && idle_outside_tx {
+            if shutdown_seen && idle_outside_tx {
                 return SessionEnd::ClientError(ClientError::ShuttingDown);
             }
             let waiting_on_client = self.pending_syncs == 0 && !self.extended_open;
@@ -238,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         },
                         _ = sleep => return SessionEnd::ClientError(ClientError::ClientIdleTimeout),
                         _ = expired => return SessionEnd::ClientError(ClientError::CertificateExpired),
-                        _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                        _ = &mut shutdown_signal, if !shutdown_seen => shutdown_seen = true,
                     }
                 }
                 Some(guard) => {
@@ -267,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             });
                         }
                         _ = expired => return SessionEnd::ClientError(ClientError::CertificateExpired),
-                        _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+                        _ = &mut shutdown_signal, if !shutdown_seen => shutdown_seen = true,
                     }
                 }
             }
