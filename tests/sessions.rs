@@ -371,3 +371,34 @@ fn a_refusal_inside_a_pipeline_skips_to_sync_like_postgres() {
     assert!(errors.is_empty());
     assert!(rows[0].contains("after"), "{rows:?}");
 }
+
+#[test]
+fn shutdown_ends_idle_sessions_with_57p01_and_lets_transactions_finish() {
+    use support::pgward::{RawSession, error_code, query_message};
+    let mut env = TestEnv::start();
+    let mut idle = RawSession::login(env.port(), "appdb");
+    let mut busy = RawSession::login(env.port(), "appdb");
+    busy.send(&query_message("BEGIN"));
+    let (errors, _) = until_ready(&mut busy);
+    assert!(errors.is_empty());
+    env.pgward.begin_shutdown();
+    // The idle session is told and closed.
+    let (tag, body) = idle.read_message();
+    assert_eq!((tag, error_code(&body).as_str()), (b'E', "57P01"));
+    assert!(idle.try_read_message().is_none(), "closed after the FATAL");
+    // The session inside a transaction may finish it, then it is closed too.
+    busy.send(&query_message("SELECT 'finishing'"));
+    let (errors, rows) = until_ready(&mut busy);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 1);
+    busy.send(&query_message("COMMIT"));
+    let (errors, _) = until_ready(&mut busy);
+    assert!(errors.is_empty());
+    assert_eq!(busy.errors_until_closed(), vec!["57P01".to_string()]);
+    // New connections are no longer accepted.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", env.port())).is_err()
+            || RawSession::try_login_fails(env.port()),
+        "the listener is closed"
+    );
+}

@@ -244,6 +244,15 @@ impl Pgward {
     }
 }
 
+impl Pgward {
+    /// Starts a graceful shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
 impl Drop for Pgward {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -349,6 +358,21 @@ impl RawSession {
                 _ => {}
             }
         }
+    }
+
+    /// True if a new connection cannot complete a login (listener closed or connection dropped).
+    pub fn try_login_fails(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return true;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let _ = s.write_all(&startup_packet(
+            3 << 16,
+            &[("user", APP_USER), ("database", "appdb")],
+        ));
+        let mut first = [0u8; 1];
+        !matches!(s.read(&mut first), Ok(1) if first[0] == b'R')
     }
 
     /// Reads one message; panics on EOF.
