@@ -598,3 +598,147 @@ async fn a_large_mixed_ca_bundle_loads() {
     let c = env.client("appdb").await;
     assert_eq!(one_value(&c, "SELECT 'bundle ok'").await, "bundle ok");
 }
+
+#[test]
+fn bytes_after_sslrequest_are_a_protocol_violation_and_slow_handshakes_time_out() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cs = client_side(tmp.path());
+    let env = TestEnv::with(Options {
+        client_tls: client_tls_section(&cs, "handshake_timeout = 0.5"),
+        ..Options::default()
+    });
+    // SSLRequest with a plaintext StartupMessage pipelined behind it: refused, not 'S'.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut bytes = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    bytes.extend(support::pgward::startup_packet(
+        3 << 16,
+        &[("user", APP_USER), ("database", "appdb")],
+    ));
+    s.write_all(&bytes).expect("send");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+    assert!(answer.windows(6).any(|w| w == b"C08P01"), "{answer:?}");
+    // A client that gets 'S' and never starts the handshake is dropped after the timeout.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .expect("send");
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).expect("answer");
+    assert_eq!(&one, b"S");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after the handshake timeout, not {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_mtls_with_a_client_certificate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = TestPki::new(&tmp.path().join("backend-pki"));
+    // The server wants a certificate whose CN is the role name, and the password.
+    let pg = PgServer::builder().tls(&pki).require_client_cert().start();
+    let (cert, key) = pki.client_cert("pgward-backend", "app_rw", &[], &[]);
+    let ca = pki.ca_cert();
+    let extra = format!(
+        r#"
+[[databases]]
+name = "nocert"
+dbname = "appdb"
+port = PORT
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+backend_tls = {{ mode = "verify-full", ca = "{}" }}
+"#,
+        ca.display()
+    );
+    let env = TestEnv::with_server(
+        pg,
+        Options {
+            backend_tls: format!(
+                "backend_tls = {{ mode = \"verify-full\", ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+            extra,
+            ..Options::default()
+        },
+    );
+    let c = env.client("appdb").await;
+    assert_eq!(
+        one_value(
+            &c,
+            "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )
+        .await,
+        "/CN=app_rw"
+    );
+    let e = env
+        .try_client(APP_USER, APP_PASSWORD, "nocert")
+        .await
+        .expect_err("without its certificate pgward cannot log in");
+    assert_eq!(
+        support::pgward::sqlstate(&e).as_deref(),
+        Some("08001"),
+        "{e}"
+    );
+}
+
+/// A fault no real server produces: plaintext bytes right behind the 'S' that accepts TLS.
+/// They could have been injected by a man in the middle, so the connection is abandoned.
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_bytes_after_s_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = TestPki::new(&tmp.path().join("pki"));
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = fake.local_addr().expect("addr").port();
+    let answered = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = fake.accept().await {
+            let mut req = [0u8; 8];
+            if s.read_exact(&mut req).await.is_ok() {
+                // 'S' and, in the same segment, a forged ReadyForQuery.
+                let _ = s.write_all(b"SZ\0\0\0\x05I").await;
+                n += 1;
+            }
+            if n >= 1 {
+                return n;
+            }
+        }
+        n
+    });
+    let config = pgward::config::from_toml(
+        &format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[[databases]]
+name = "fake"
+port = {port}
+backend_user = "x"
+backend_tls = {{ mode = "verify-full", ca = "{}" }}
+"#,
+            pki.ca_cert().display()
+        ),
+        tmp.path(),
+    )
+    .expect("config");
+    let app = pgward::App::new(config).expect("app");
+    let pool = app.pools().next().expect("pool").clone();
+    let err = pool.checkout().await.expect_err("must not connect");
+    assert!(err.to_string().contains("unencrypted data"), "{err}");
+    assert_eq!(answered.await.expect("fake server"), 1);
+}

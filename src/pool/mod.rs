@@ -381,6 +381,15 @@ impl PoolGuard {
     }
 }
 
+impl std::fmt::Debug for PoolGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolGuard")
+            .field("pool", &self.pool.key)
+            .field("server", &self.conn.as_ref().map(|c| c.id))
+            .finish()
+    }
+}
+
 impl Drop for PoolGuard {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
