@@ -406,8 +406,8 @@ demo_refused() {
         "host=127.0.0.1 port=$PGWARD_PORT sslmode=disable user=app dbname=appdb" -X -c "SELECT 1"
     show_logged_refusal
 
-    refused "mTLS user app_cert without its certificate (28000)"
-    expect_refusal "$PSQL" "$PGWARD_CONN user=app_cert dbname=appdb" -X -c "SELECT 1"
+    refused "mTLS user app_cert without its certificate (28P01, like an unknown user)"
+    expect_refusal env PGPASSWORD=guess "$PSQL" "$PGWARD_CONN user=app_cert dbname=appdb" -X -c "SELECT 1"
     show_logged_refusal
 
     refused "LISTEN in transaction mode (0A000: the next transaction may run on another connection)"

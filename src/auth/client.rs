@@ -34,29 +34,31 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Arc<User>, ClientError> {
     let user = config.users.get(user_name).cloned();
     let mut out = BytesMut::new();
-    let verifier = match user.as_deref().map(|u| &u.auth) {
-        Some(ClientAuth::Trust) if peer.ip().is_loopback() => None,
-        Some(ClientAuth::Cert(expected)) => {
-            check_certificate(tls, expected, user_name, peer)?;
-            None
-        }
-        Some(ClientAuth::CertAndScram(expected, v)) => {
-            check_certificate(tls, expected, user_name, peer)?;
-            Some(v.clone())
-        }
-        Some(ClientAuth::Scram(v)) => Some(v.clone()),
-        // Unknown users, and trust users connecting from elsewhere, go through a mock exchange.
-        None | Some(ClientAuth::Trust) => Some(ScramVerifier::mock(
+    let has_cert = tls.is_some_and(|t| t.identity.is_some());
+    let mock = || {
+        Some(ScramVerifier::mock(
             user_name,
             &config.mock_auth_key,
             MOCK_ITERATIONS,
-        )),
+        ))
     };
-    let is_mock = match user.as_deref().map(|u| &u.auth) {
-        Some(ClientAuth::Scram(_) | ClientAuth::CertAndScram(..)) => false,
-        Some(ClientAuth::Trust) => !peer.ip().is_loopback(),
-        Some(ClientAuth::Cert(_)) => false,
-        None => true,
+    let (verifier, is_mock) = match user.as_deref().map(|u| &u.auth) {
+        Some(ClientAuth::Trust) if peer.ip().is_loopback() => (None, false),
+        Some(ClientAuth::Scram(v)) => (Some(v.clone()), false),
+        // A certificate user asked for without any certificate is treated like an unknown
+        // user, so probing without a certificate cannot tell which certificate users exist.
+        // (A client holding a certificate from our CA is told about a mismatch.)
+        Some(ClientAuth::Cert(_) | ClientAuth::CertAndScram(..)) if !has_cert => (mock(), true),
+        Some(ClientAuth::Cert(expected)) => {
+            check_certificate(tls, expected, user_name, peer)?;
+            (None, false)
+        }
+        Some(ClientAuth::CertAndScram(expected, v)) => {
+            check_certificate(tls, expected, user_name, peer)?;
+            (Some(v.clone()), false)
+        }
+        // Unknown users, and trust users connecting from elsewhere, go through a mock exchange.
+        None | Some(ClientAuth::Trust) => (mock(), true),
     };
     let Some(verifier) = verifier else {
         // Trust from loopback, or a certificate that matched: no password exchange.

@@ -187,6 +187,7 @@ impl ServerConn {
         channel_binding: ChannelBinding,
     ) -> Result<(), ServerError> {
         let mut scram: Option<ScramClient> = None;
+        let mut scram_verified = false;
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
@@ -210,6 +211,13 @@ impl ServerConn {
             };
             let mut out = BytesMut::new();
             match code {
+                // Once SCRAM started, success must come after the server proved it knows the
+                // verifier (SASLFinal): an impostor must not be able to skip that step.
+                0 if scram.is_some() && !scram_verified => {
+                    return Err(ServerError::Protocol(
+                        "server skipped the SCRAM server signature".into(),
+                    ));
+                }
                 0 => return Ok(()),
                 3 => {
                     // Cleartext over a plaintext leg would expose the password on the wire.
@@ -257,6 +265,7 @@ impl ServerConn {
                     client
                         .server_final(data)
                         .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    scram_verified = true;
                     continue;
                 }
                 other => return Err(ServerError::UnsupportedAuth(other)),

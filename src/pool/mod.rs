@@ -169,32 +169,51 @@ impl Pool {
             match next {
                 Next::Ready(conn) => return Ok(self.guard(conn)),
                 Next::Open => {
+                    // If this future is dropped mid-open (the client's startup timed out), the
+                    // reservation gives the slot back.
+                    let reservation = Reservation { pool: self };
                     let opened = tokio::time::timeout_at(deadline, self.open()).await;
                     match opened {
-                        Ok(Ok(conn)) => return Ok(self.guard(conn)),
-                        Ok(Err(e)) => {
-                            self.forget_one();
-                            return Err(CheckoutError::Connect(e));
+                        Ok(Ok(conn)) => {
+                            std::mem::forget(reservation);
+                            return Ok(self.guard(conn));
                         }
+                        Ok(Err(e)) => return Err(CheckoutError::Connect(e)),
+                        Err(_) => return Err(CheckoutError::Timeout(timeout)),
+                    }
+                }
+                Next::Wait(rx) => {
+                    // A connection handed over just as the wait ends (or as this future is
+                    // dropped) must not vanish with the channel: the ticket returns it.
+                    let mut ticket = WaitTicket {
+                        pool: self,
+                        rx: Some(rx),
+                    };
+                    let waited = match ticket.rx.as_mut() {
+                        Some(rx) => tokio::time::timeout_at(deadline, rx).await,
+                        None => return Err(CheckoutError::Closed),
+                    };
+                    if waited.is_ok() {
+                        // Received (or closed): nothing left in the channel.
+                        ticket.rx = None;
+                    }
+                    drop(ticket);
+                    match waited {
+                        Ok(Ok(conn)) => {
+                            // Handed over directly by a release; it may have died since.
+                            if conn.is_broken() {
+                                self.discard(conn);
+                                continue;
+                            }
+                            return Ok(self.guard(conn));
+                        }
+                        // Sender dropped: the pool is closing.
+                        Ok(Err(_)) => return Err(CheckoutError::Closed),
                         Err(_) => {
-                            self.forget_one();
                             return Err(CheckoutError::Timeout(timeout));
                         }
                     }
                 }
-                Next::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                    Ok(Ok(conn)) => {
-                        // Handed over directly by a release; it may have died since.
-                        if conn.is_broken() {
-                            self.discard(conn);
-                            continue;
-                        }
-                        return Ok(self.guard(conn));
-                    }
-                    // Sender dropped: the pool is closing.
-                    Ok(Err(_)) => return Err(CheckoutError::Closed),
-                    Err(_) => return Err(CheckoutError::Timeout(timeout)),
-                },
             }
         }
     }
@@ -346,6 +365,35 @@ impl Pool {
             idle
         };
         idle.into_iter().for_each(ServerConn::close);
+    }
+}
+
+/// A slot counted in `total` for a connection being opened; dropped unused, it is given back.
+struct Reservation<'a> {
+    pool: &'a Arc<Pool>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.pool.forget_one();
+    }
+}
+
+/// A place in the waiters' queue. Dropped while a connection may be in the channel (timeout,
+/// cancelled checkout), it closes the channel and checks such a connection back in.
+struct WaitTicket<'a> {
+    pool: &'a Arc<Pool>,
+    rx: Option<oneshot::Receiver<ServerConn>>,
+}
+
+impl Drop for WaitTicket<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(conn) = rx.try_recv() {
+                self.pool.checkin(conn);
+            }
+        }
     }
 }
 

@@ -92,6 +92,28 @@ pub fn decode_query(body: &[u8]) -> Result<&str, DecodeError> {
     Ok(s)
 }
 
+/// Query ('Q') as raw bytes: the text is in the client's encoding, which may not be UTF-8.
+pub fn decode_query_bytes(body: &[u8]) -> Result<&[u8], DecodeError> {
+    let mut b = Body::new(body, "Query");
+    let s = b.cstr()?;
+    b.end()?;
+    Ok(s)
+}
+
+/// Parse ('P') as raw bytes: statement name and SQL text (the parameter types are checked).
+pub fn decode_parse_raw(body: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let mut b = Body::new(body, "Parse");
+    let name = b.cstr()?;
+    let query = b.cstr()?;
+    let n = b.i16()?;
+    if n < 0 {
+        return Err(err("Parse", "negative parameter count"));
+    }
+    b.take(n as usize * 4)?;
+    b.end()?;
+    Ok((name, query))
+}
+
 /// Parse ('P'): statement name, SQL text, parameter type OIDs count.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ParseMsg<'a> {

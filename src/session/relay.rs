@@ -58,8 +58,19 @@ pub enum SessionEnd {
 /// A statement sent to the server whose outcome changes the client's tracked session state.
 #[derive(Debug)]
 enum Expect {
-    Statement(Option<(SessionEffect, String)>),
+    /// A statement and its session effect (if any); `true` if it runs inside the implicit
+    /// transaction of a multi-statement Query.
+    Statement(Option<(SessionEffect, String)>, bool),
     SyncPoint,
+}
+
+/// What a pending ReadyForQuery answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncKind {
+    /// A simple Query or FunctionCall.
+    Query,
+    /// An extended-protocol Sync.
+    Sync,
 }
 
 enum Step {
@@ -87,6 +98,10 @@ pub struct Relay<S> {
 
     /// Query, Sync and FunctionCall messages forwarded and not yet answered by ReadyForQuery.
     pending_syncs: usize,
+    /// What each of them was, oldest first.
+    pending_kinds: VecDeque<SyncKind>,
+    /// The client has ended its COPY FROM STDIN (CopyDone/CopyFail); Syncs count again.
+    client_copy_done: bool,
     /// Extended-protocol messages forwarded since the last Sync.
     extended_open: bool,
     /// ReadyForQuery messages we caused ourselves and must not pass on.
@@ -94,6 +109,8 @@ pub struct Relay<S> {
     /// The server's last reported transaction status.
     tx_status: TxStatus,
     copy_in: bool,
+    /// Whether the CopyData message now streaming from the client goes to the server.
+    forwarding_copy_data: bool,
     /// After a refused extended-protocol message: discard until Sync, as PostgreSQL does.
     skip_until_sync: bool,
 
@@ -102,11 +119,15 @@ pub struct Relay<S> {
     /// Session changes made inside a transaction block: kept if it commits.
     in_block: bool,
     block_effects: Vec<(SessionEffect, String)>,
+    /// Session changes of the multi-statement Query now running, kept if it succeeds.
+    segment_effects: Vec<(SessionEffect, String)>,
     /// The unnamed statement parsed on the current server, and its effect.
     unnamed_statement: Option<Option<(SessionEffect, String)>>,
     portals: Vec<(String, Option<(SessionEffect, String)>)>,
     /// The session ends here (its client certificate expires).
     deadline: Option<tokio::time::Instant>,
+    /// Set when handling server bytes failed part-way: the connection is closed, not reused.
+    server_state_unknown: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -136,17 +157,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             cancel,
             max_message,
             pending_syncs: 0,
+            pending_kinds: VecDeque::new(),
+            client_copy_done: false,
             extended_open: false,
             swallow_ready: 0,
             tx_status: TxStatus::Idle,
             copy_in: false,
+            forwarding_copy_data: false,
             skip_until_sync: false,
             expects: VecDeque::new(),
             in_block: false,
             block_effects: Vec::new(),
+            segment_effects: Vec::new(),
             unnamed_statement: None,
             portals: Vec::new(),
             deadline: None,
+            server_state_unknown: false,
         }
     }
 
@@ -167,7 +193,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 
     /// True while the server connection is between transactions with nothing in flight.
     fn server_idle(&self) -> bool {
-        self.pending_syncs == 0
+        // Nothing half-sent in either direction: a partial client message would make the
+        // server read the next client's bytes as its continuation.
+        !self.cscan.mid_message()
+            && self.pending_syncs == 0
             && !self.extended_open
             && self.swallow_ready == 0
             && self.tx_status == TxStatus::Idle
@@ -300,10 +329,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 }
             };
             match chunk {
-                Chunk::Passthrough { len, .. } => {
-                    // COPY data outside COPY is ignored by PostgreSQL; without a server there
-                    // is nowhere for it to go, so it is dropped the same way.
-                    if self.server.is_none() || self.skip_until_sync {
+                Chunk::Passthrough {
+                    len, message_start, ..
+                } => {
+                    // CopyData goes to the server only while it is in COPY FROM STDIN.
+                    // PostgreSQL ignores it otherwise, and a CopyData the server would wait
+                    // to complete could swallow the next client's messages: outside COPY it
+                    // is dropped here. The decision is per message, kept for its continuation.
+                    if message_start {
+                        self.forwarding_copy_data =
+                            self.server.is_some() && self.copy_in && !self.skip_until_sync;
+                    }
+                    if !self.forwarding_copy_data {
                         self.forward_client(fwd, pos).await?;
                         fwd = pos + len;
                     }
@@ -366,6 +403,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     ) -> Result<(Step, bool), SessionEnd> {
         if self.skip_until_sync && tag != b'S' && tag != b'X' {
             return Ok((Step::Next, false));
+        }
+        if matches!(tag, b'c' | b'f') && !(self.copy_in && self.server.is_some()) {
+            // CopyDone/CopyFail outside COPY: PostgreSQL ignores them; so do we.
+            return Ok((Step::Next, false));
+        }
+        if self.copy_in && !matches!(tag, b'c' | b'f' | b'H' | b'S' | b'X') {
+            // Anything else during COPY FROM STDIN is a client bug; PostgreSQL would fail the
+            // COPY. Ending the session lets cleanup abort the COPY cleanly.
+            return Ok((
+                Step::Close(Some(ClientError::ProtocolViolation {
+                    reason: format!("unexpected message type {tag} during COPY FROM STDIN"),
+                })),
+                false,
+            ));
         }
         let body_range = pos + 5..pos + len;
         match tag {
@@ -439,42 +490,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let body = &self.cbuf[body.clone()];
         let d = match tag {
             b'Q' => {
-                let sql = msg::decode_query(body).map_err(decode_violation)?;
-                let stmts = statement::classify(sql);
-                if let Some(what) = stmts.iter().find_map(|s| match s.effect {
-                    SessionEffect::Unshareable(w) => Some(w),
-                    _ => None,
-                }) {
+                let sql = msg::decode_query_bytes(body).map_err(decode_violation)?;
+                let stmts = classify_bytes(sql);
+                if let Some(what) = unshareable(&stmts) {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
                 }
+                // Several statements in one Query run as one implicit transaction: their
+                // session changes count only if the whole string succeeds.
+                let implicit_block = stmts.len() > 1;
                 let list = stmts
                     .into_iter()
-                    .map(|s| match s.effect {
-                        SessionEffect::None => None,
-                        e => Some((e, s.text.to_owned())),
-                    })
+                    .map(|e| Expect::Statement(e, implicit_block))
                     .collect::<Vec<_>>();
                 Decision::Forward(Some(Tracked::Query(list)))
             }
             b'P' => {
-                let p = msg::decode_parse(body).map_err(decode_violation)?;
-                if !p.name.is_empty() {
+                let (name, query) = msg::decode_parse_raw(body).map_err(decode_violation)?;
+                if !name.is_empty() {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
                         what: "a named prepared statement",
                     }));
                 }
-                let stmts = statement::classify(p.query);
-                if let Some(what) = stmts.iter().find_map(|s| match s.effect {
-                    SessionEffect::Unshareable(w) => Some(w),
-                    _ => None,
-                }) {
+                let stmts = classify_bytes(query);
+                if let Some(what) = unshareable(&stmts) {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
                 }
-                let effect = stmts.into_iter().find_map(|s| match s.effect {
-                    SessionEffect::None => None,
-                    e => Some((e, s.text.to_owned())),
-                });
-                Decision::Forward(Some(Tracked::Parse(effect)))
+                Decision::Forward(Some(Tracked::Parse(stmts.into_iter().flatten().next())))
+            }
+            b'F' => {
+                // A raw function call by OID escapes every statement check (set_config by OID
+                // would carry a setting to the next client).
+                return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
+                    what: "the FunctionCall protocol message",
+                }));
             }
             b'B' => {
                 let (portal, stmt) = msg::decode_bind_names(body).map_err(decode_violation)?;
@@ -527,27 +575,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         match tag {
             b'Q' => {
                 self.pending_syncs += 1;
+                self.pending_kinds.push_back(SyncKind::Query);
                 if self.tracking() {
                     // A simple query destroys the unnamed statement.
                     self.unnamed_statement = None;
                     if let Tracked::Query(list) = track {
                         if list.is_empty() {
-                            self.expects.push_back(Expect::Statement(None));
+                            self.expects.push_back(Expect::Statement(None, false));
                         }
-                        self.expects.extend(list.into_iter().map(Expect::Statement));
+                        self.expects.extend(list);
                     }
                     self.expects.push_back(Expect::SyncPoint);
                 }
             }
+            b'S' if self.copy_in && !self.client_copy_done => {
+                // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will come.
+            }
             b'S' => {
                 self.pending_syncs += 1;
+                self.pending_kinds.push_back(SyncKind::Sync);
                 self.extended_open = false;
                 if self.tracking() {
                     self.expects.push_back(Expect::SyncPoint);
                 }
             }
+            b'c' | b'f' => self.client_copy_done = true,
             b'F' => {
                 self.pending_syncs += 1;
+                self.pending_kinds.push_back(SyncKind::Query);
                 if self.tracking() {
                     self.expects.push_back(Expect::SyncPoint);
                 }
@@ -562,7 +617,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         self.portals.retain(|(n, _)| n != &portal);
                         self.portals.push((portal, effect));
                     }
-                    Tracked::Execute(effect) => self.expects.push_back(Expect::Statement(effect)),
+                    Tracked::Execute(effect) => {
+                        self.expects.push_back(Expect::Statement(effect, false))
+                    }
                     _ => {}
                 }
             }
@@ -589,6 +646,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 .await
                 .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
             self.pending_syncs += 1;
+            self.pending_kinds.push_back(SyncKind::Sync);
             self.swallow_ready += 1;
             self.extended_open = false;
             if self.tracking() {
@@ -623,6 +681,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     // ------------------------------------------------------------------ server → client
 
     async fn process_server(&mut self) -> Result<(), SessionEnd> {
+        let r = self.process_server_inner().await;
+        if r.is_err() {
+            // Bookkeeping may already count messages whose bytes were not consumed: the
+            // server's state can no longer be reasoned about.
+            self.server_state_unknown = true;
+        }
+        r
+    }
+
+    async fn process_server_inner(&mut self) -> Result<(), SessionEnd> {
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
         };
@@ -651,6 +719,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         body,
                         &mut ServerView {
                             pending_syncs: &mut self.pending_syncs,
+                            pending_kinds: &mut self.pending_kinds,
+                            client_copy_done: &mut self.client_copy_done,
                             swallow_ready: &mut self.swallow_ready,
                             tx_status: &mut self.tx_status,
                             copy_in: &mut self.copy_in,
@@ -658,6 +728,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             expects: &mut self.expects,
                             in_block: &mut self.in_block,
                             block_effects: &mut self.block_effects,
+                            segment_effects: &mut self.segment_effects,
                             params: &mut self.params,
                             dirty: &mut server.dirty,
                         },
@@ -721,8 +792,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             guard.discard();
             return;
         }
-        if !self.block_effects.is_empty() || self.in_block {
+        if !self.block_effects.is_empty() || !self.segment_effects.is_empty() || self.in_block {
             self.block_effects.clear();
+            self.segment_effects.clear();
             self.in_block = false;
             guard.dirty = true;
         }
@@ -755,10 +827,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             let _ = send_all(&mut self.client, &self.out).await;
             let _ = self.client.shutdown().await;
         }
-        if matches!(
-            end,
-            SessionEnd::ClientError(ClientError::ServerConnectionLost)
-        ) {
+        if self.server_state_unknown
+            || matches!(
+                end,
+                SessionEnd::ClientError(ClientError::ServerConnectionLost)
+            )
+        {
             if let Some(g) = self.server.take() {
                 g.discard();
             }
@@ -794,6 +868,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         if self.extended_open {
             out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
             self.pending_syncs += 1;
+            self.pending_kinds.push_back(SyncKind::Sync);
         }
         if !out.is_empty() {
             send_all(&mut server.stream, &out).await?;
@@ -825,6 +900,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 Err(e) => return Err(e),
             }
             self.pending_syncs = 0;
+            self.pending_kinds.clear();
             self.swallow_ready = 0;
         }
         self.copy_in = false;
@@ -889,7 +965,7 @@ enum Decision {
 
 enum Tracked {
     Nothing,
-    Query(Vec<Option<(SessionEffect, String)>>),
+    Query(Vec<Expect>),
     Parse(Option<(SessionEffect, String)>),
     Bind(String, Option<(SessionEffect, String)>),
     Execute(Option<(SessionEffect, String)>),
@@ -940,6 +1016,8 @@ fn decode_violation(e: msg::DecodeError) -> SessionEnd {
 /// The parts of the session a server message updates.
 struct ServerView<'a> {
     pending_syncs: &'a mut usize,
+    pending_kinds: &'a mut VecDeque<SyncKind>,
+    client_copy_done: &'a mut bool,
     swallow_ready: &'a mut usize,
     tx_status: &'a mut TxStatus,
     copy_in: &'a mut bool,
@@ -947,6 +1025,7 @@ struct ServerView<'a> {
     expects: &'a mut VecDeque<Expect>,
     in_block: &'a mut bool,
     block_effects: &'a mut Vec<(SessionEffect, String)>,
+    segment_effects: &'a mut Vec<(SessionEffect, String)>,
     params: &'a mut Arc<SessionParams>,
     dirty: &'a mut bool,
 }
@@ -963,12 +1042,22 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
             let status = msg::decode_ready(body).map_err(bad)?;
             *v.tx_status = status;
             *v.pending_syncs = v.pending_syncs.saturating_sub(1);
+            v.pending_kinds.pop_front();
             *v.copy_in = false;
             if v.tracking {
                 while let Some(e) = v.expects.pop_front() {
                     if matches!(e, Expect::SyncPoint) {
                         break;
                     }
+                }
+                // A multi-statement Query that ended outside a transaction committed; one that
+                // left a block open hands its changes to that block.
+                if status == TxStatus::Idle {
+                    for (e, text) in std::mem::take(v.segment_effects) {
+                        apply_effect(v.params, v.dirty, e, &text);
+                    }
+                } else {
+                    v.block_effects.append(v.segment_effects);
                 }
                 match status {
                     TxStatus::Idle => {
@@ -992,13 +1081,20 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
             *v.copy_in = false;
             if v.tracking {
                 let tag_text = msg::decode_command_complete(body).map_err(bad)?;
-                let done = match v.expects.front() {
-                    Some(Expect::Statement(_)) => match v.expects.pop_front() {
-                        Some(Expect::Statement(e)) => e,
-                        _ => None,
+                let (done, implicit_block) = match v.expects.front() {
+                    Some(Expect::Statement(..)) => match v.expects.pop_front() {
+                        Some(Expect::Statement(e, b)) => (e, b),
+                        _ => (None, false),
                     },
-                    _ => None,
+                    _ => (None, false),
                 };
+                // The server says a session setting changed where the lexer saw none (a
+                // statement it misread): the state is unknown, so the server gets reset.
+                let session_tag =
+                    matches!(tag_text, "SET" | "RESET") || tag_text.starts_with("DISCARD");
+                if session_tag && done.is_none() {
+                    *v.dirty = true;
+                }
                 match tag_text {
                     "BEGIN" | "START TRANSACTION" => *v.in_block = true,
                     "COMMIT" => {
@@ -1021,6 +1117,8 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
                 if let Some((e, text)) = done {
                     if *v.in_block {
                         v.block_effects.push((e, text));
+                    } else if implicit_block {
+                        v.segment_effects.push((e, text));
                     } else {
                         apply_effect(v.params, v.dirty, e, &text);
                     }
@@ -1030,16 +1128,39 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
         b'E' => {
             *v.copy_in = false;
             if v.tracking {
-                // The failing statement and the rest up to the sync point never ran.
-                while let Some(Expect::Statement(_)) = v.expects.front() {
+                // The failing statement and the rest up to the sync point never ran, and an
+                // implicit transaction around them is rolled back.
+                while let Some(Expect::Statement(..)) = v.expects.front() {
                     v.expects.pop_front();
+                }
+                v.segment_effects.clear();
+            }
+        }
+        b'I' | b's' if v.tracking && matches!(v.expects.front(), Some(Expect::Statement(..))) => {
+            v.expects.pop_front();
+        }
+        b'G' => {
+            *v.copy_in = true;
+            *v.client_copy_done = false;
+            // COPY started by an extended-protocol Execute: the Syncs already sent behind it
+            // reach the server while it is in COPY mode, which ignores them.
+            if v.pending_kinds.front() == Some(&SyncKind::Sync) {
+                let ignored = v.pending_kinds.len();
+                v.pending_kinds.clear();
+                *v.pending_syncs -= ignored.min(*v.pending_syncs);
+                if v.tracking {
+                    for _ in 0..ignored {
+                        if let Some(i) = v
+                            .expects
+                            .iter()
+                            .rposition(|e| matches!(e, Expect::SyncPoint))
+                        {
+                            v.expects.remove(i);
+                        }
+                    }
                 }
             }
         }
-        b'I' | b's' if v.tracking && matches!(v.expects.front(), Some(Expect::Statement(_))) => {
-            v.expects.pop_front();
-        }
-        b'G' => *v.copy_in = true,
         b'W' => {
             tracing::error!("server started COPY BOTH (replication), which pgward does not relay");
             return Err(SessionEnd::ClientError(ClientError::ServerConnectionLost));
@@ -1049,6 +1170,33 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
     Ok(false)
 }
 
+/// Classifies statement text given as bytes. Text that is not UTF-8 (a client using another
+/// client_encoding) is classified by its ASCII keywords; its session changes cannot be replayed
+/// byte for byte, so they count as untracked (the server is reset after use).
+fn classify_bytes(sql: &[u8]) -> Vec<Option<(SessionEffect, String)>> {
+    let (text, exact) = match std::str::from_utf8(sql) {
+        Ok(t) => (std::borrow::Cow::Borrowed(t), true),
+        Err(_) => (String::from_utf8_lossy(sql), false),
+    };
+    statement::classify(&text)
+        .into_iter()
+        .map(|s| match s.effect {
+            SessionEffect::None => None,
+            SessionEffect::Set { .. } | SessionEffect::Reset { .. } if !exact => {
+                Some((SessionEffect::Untracked, String::new()))
+            }
+            e => Some((e, s.text.to_owned())),
+        })
+        .collect()
+}
+
+fn unshareable(stmts: &[Option<(SessionEffect, String)>]) -> Option<&'static str> {
+    stmts.iter().flatten().find_map(|(e, _)| match e {
+        SessionEffect::Unshareable(w) => Some(*w),
+        _ => None,
+    })
+}
+
 fn apply_effect(params: &mut Arc<SessionParams>, dirty: &mut bool, e: SessionEffect, text: &str) {
     let p = Arc::make_mut(params);
     match e {
@@ -1056,6 +1204,6 @@ fn apply_effect(params: &mut Arc<SessionParams>, dirty: &mut bool, e: SessionEff
         SessionEffect::Reset { name } => p.record_reset(&name),
         SessionEffect::ResetAll => p.record_reset_all(),
         SessionEffect::Untracked => *dirty = true,
-        SessionEffect::None | SessionEffect::Unshareable(_) => {}
+        SessionEffect::None | SessionEffect::TransactionScoped | SessionEffect::Unshareable(_) => {}
     }
 }

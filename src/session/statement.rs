@@ -11,6 +11,9 @@
 pub enum SessionEffect {
     /// Nothing beyond the current transaction.
     None,
+    /// `SET LOCAL …` / `SET TRANSACTION …`: the server answers `SET`, and nothing outlives the
+    /// transaction.
+    TransactionScoped,
     /// `SET [SESSION] name …`: tracked and replayed for this client on every server it gets.
     Set { name: String },
     /// `RESET name` or `SET name TO DEFAULT`: the client's setting is dropped.
@@ -209,9 +212,7 @@ fn word_is(t: Option<&Tok<'_>>, w: &str) -> bool {
 /// session state. False alarms only cost a reset of the server connection.
 const SUSPICIOUS_IN_STRINGS: &[&str] = &[
     "set_config",
-    "set ",
-    "set\t",
-    "set\n",
+    "set",
     "reset",
     "role",
     "listen",
@@ -230,11 +231,16 @@ const SESSION_LOCK_FUNCTIONS: &[&str] = &[
     "pg_try_advisory_lock_shared",
 ];
 
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// `needle` in `haystack` not followed by an identifier character: `set`, `SET/**/x`, `set(`
+/// match; `settings` does not.
+fn contains_word_ignore_case(haystack: &str, needle: &str) -> bool {
+    let h = haystack.as_bytes();
+    let n = needle.len();
+    (0..h.len().saturating_sub(n - 1)).any(|i| {
+        h[i..i + n].eq_ignore_ascii_case(needle.as_bytes())
+            && h.get(i + n)
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+    })
 }
 
 /// The name of an identifier token, quotes removed.
@@ -264,12 +270,22 @@ fn effect(toks: &[Tok<'_>]) -> SessionEffect {
         }
         untracked_call |= name.eq_ignore_ascii_case("set_config");
     }
+    // Temporary objects however they are made: `pg_temp.name`, `SELECT … INTO TEMP …`.
+    let temp_schema = toks.iter().any(|t| {
+        ident(t).is_some_and(|n| n.len() >= 7 && n.as_bytes()[..7].eq_ignore_ascii_case(b"pg_temp"))
+    });
+    let into_temp = toks.windows(2).any(|w| {
+        word_is(w.first(), "into") && (word_is(w.get(1), "temp") || word_is(w.get(1), "temporary"))
+    });
+    if temp_schema || into_temp {
+        return E::Unshareable("a temporary object that outlives its transaction");
+    }
     // DO blocks and procedures run arbitrary code; so may a string some function executes.
     untracked_call |= word_is(first, "do") || word_is(first, "call");
     untracked_call |= toks.iter().any(|t| match t {
         Tok::Str(s) => SUSPICIOUS_IN_STRINGS
             .iter()
-            .any(|w| contains_ignore_case(s, w)),
+            .any(|w| contains_word_ignore_case(s, w)),
         _ => false,
     });
     let result = if word_is(first, "set") {
@@ -337,8 +353,10 @@ fn set_effect(rest: &[Tok<'_>]) -> SessionEffect {
     use SessionEffect as E;
     let mut rest = rest;
     match rest.first() {
-        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("local") => return E::None,
-        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("transaction") => return E::None,
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("local") => return E::TransactionScoped,
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("transaction") => {
+            return E::TransactionScoped;
+        }
         Some(Tok::Word(w)) if w.eq_ignore_ascii_case("role") => {
             return E::Unshareable("SET ROLE / SET SESSION AUTHORIZATION");
         }
@@ -379,6 +397,11 @@ fn set_effect(rest: &[Tok<'_>]) -> SessionEffect {
             None => return E::Untracked,
         },
     };
+    if name == "standard_conforming_strings" || name == "backslash_quote" {
+        // They change how string literals are read, and pgward's reading of later statements
+        // must match the server's.
+        return E::Unshareable("changing how string literals are parsed");
+    }
     // `SET x TO DEFAULT` / `SET x = DEFAULT` is a reset.
     let value = &rest[consumed.min(rest.len())..];
     let is_default = matches!(value, [Tok::Word(to), Tok::Word(d)]
@@ -454,8 +477,12 @@ mod tests {
 
     #[test]
     fn transaction_scoped_statements_are_harmless() {
-        assert_eq!(one("SET LOCAL statement_timeout = 1"), E::None);
-        assert_eq!(one("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), E::None);
+        assert_eq!(one("SET LOCAL statement_timeout = 1"), E::TransactionScoped);
+        assert_eq!(
+            one("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            E::TransactionScoped
+        );
+        assert_eq!(one("SELECT 'the settings page'"), E::None);
         assert_eq!(one("select 'plain text', \"set\" from t"), E::None);
         assert_eq!(one("/* SET x=1 */ SELECT 1 -- ; SET y = 2"), E::None);
         assert_eq!(one("SELECT $$ ; not a statement; $$"), E::None);

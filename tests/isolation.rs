@@ -1,0 +1,481 @@
+//! Regressions from a review of session isolation in transaction mode: each test sets up the
+//! attack or fault that was found and asserts the safe behaviour. Most use a pool of one
+//! server connection so that clients must share it.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::pgward::{Options, RawSession, TestEnv, one_value, query_message};
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn parse(query: &str) -> Vec<u8> {
+    let mut b = vec![0u8]; // unnamed
+    b.extend_from_slice(query.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    msg(b'P', &b)
+}
+
+fn bind(params: &[&[u8]]) -> Vec<u8> {
+    let mut b = vec![0u8, 0u8]; // portal "", statement ""
+    b.extend_from_slice(&0i16.to_be_bytes()); // no format codes
+    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        b.extend_from_slice(p);
+    }
+    b.extend_from_slice(&0i16.to_be_bytes()); // result formats
+    msg(b'B', &b)
+}
+
+fn execute() -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&0i32.to_be_bytes());
+    msg(b'E', &b)
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', &[])
+}
+
+/// Reads until ReadyForQuery; returns the tags seen.
+fn until_ready(s: &mut RawSession) -> Vec<u8> {
+    let mut tags = Vec::new();
+    loop {
+        let (t, body) = s.read_message();
+        tags.push(t);
+        if t == b'E' {
+            eprintln!("error: {}", String::from_utf8_lossy(&body));
+        }
+        if t == b'Z' {
+            return tags;
+        }
+    }
+}
+
+/// 1. A half-sent CopyData from client A stays on the server connection when it goes back to
+/// the pool; the server then eats client B's bytes as the rest of A's CopyData and parses
+/// from the middle of B's Bind parameter: a message smuggled into B's session.
+#[tokio::test(flavor = "multi_thread")]
+async fn partial_copydata_desyncs_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let port = env.port();
+    let setup = env.client("appdb").await;
+    setup.simple_query("SELECT 1").await.unwrap();
+    drop(setup);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut a = RawSession::login(port, "appdb");
+    let mut b = RawSession::login(port, "appdb");
+
+    // B's pipeline, with an attacker-influenced parameter value.
+    let smuggled = query_message("CREATE TABLE smuggled_by_a (x int)");
+    let p = parse("SELECT $1::bytea");
+    let bmsg = bind(&[&smuggled]);
+    let mut b_bytes = Vec::new();
+    b_bytes.extend_from_slice(&p);
+    b_bytes.extend_from_slice(&bmsg);
+    b_bytes.extend_from_slice(&execute());
+    b_bytes.extend_from_slice(&sync());
+    // Where the parameter value starts in B's stream.
+    let offset = p.len() + 1 + 4 + 1 + 1 + 2 + 2 + 4;
+
+    // A: a query and, behind it, the header of a CopyData whose body A never sends.
+    let mut a_bytes = query_message("SELECT 1");
+    a_bytes.push(b'd');
+    a_bytes.extend_from_slice(&((4 + offset) as i32).to_be_bytes());
+    a.send(&a_bytes);
+    let tags = until_ready(&mut a);
+    eprintln!("A got {:?}", String::from_utf8_lossy(&tags));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!(
+        "pool stats: {:?}",
+        env.pgward
+            .app
+            .pools()
+            .map(|p| (p.key.clone(), p.stats()))
+            .collect::<Vec<_>>()
+    );
+
+    b.send(&b_bytes);
+    b.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some((t, body)) = b.try_read_message() {
+        got.push(t);
+        if t == b'E' {
+            eprintln!("B error: {}", String::from_utf8_lossy(&body));
+        }
+        if t == b'Z' {
+            break;
+        }
+    }
+    eprintln!("B got {:?}", String::from_utf8_lossy(&got));
+    let exists = env.pg.superuser_sql_in(
+        "appdb",
+        "SELECT count(*) FROM pg_class WHERE relname = 'smuggled_by_a'",
+    );
+    eprintln!("table smuggled_by_a exists: {exists}");
+    assert_eq!(
+        exists.trim(),
+        "0",
+        "A's bytes + B's parameter ran as a statement in B's session"
+    );
+}
+
+/// 2b. FunctionCall ('F') is forwarded without any classification.
+#[tokio::test(flavor = "multi_thread")]
+async fn function_call_message_leaks_search_path() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let port = env.port();
+    let mut a = RawSession::login(port, "appdb");
+    // set_config(text, text, bool) is OID 2078.
+    let mut f = Vec::new();
+    f.extend_from_slice(&2078i32.to_be_bytes());
+    f.extend_from_slice(&0i16.to_be_bytes()); // arg formats: all text
+    f.extend_from_slice(&3i16.to_be_bytes());
+    for v in [&b"search_path"[..], b"evil_schema", b"false"] {
+        f.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        f.extend_from_slice(v);
+    }
+    f.extend_from_slice(&0i16.to_be_bytes()); // result format
+    a.send(&msg(b'F', &f));
+    let tags = until_ready(&mut a);
+    eprintln!("A got {:?}", String::from_utf8_lossy(&tags));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = env.client("appdb").await;
+    let seen = one_value(&b, "SHOW search_path").await;
+    eprintln!("B sees search_path = {seen}");
+    assert_ne!(
+        seen, "evil_schema",
+        "A's search_path leaked into B's session"
+    );
+}
+
+/// 2c. With standard_conforming_strings off, a backslash-escaped quote would hide a SET from
+/// the lexer: changing how literals are parsed is refused in transaction mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn backslash_quote_hides_a_set_from_the_classifier() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let a = env.client("appdb").await;
+    let e = a
+        .simple_query("SET standard_conforming_strings = off")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        support::pgward::sqlstate(&e).as_deref(),
+        Some("0A000"),
+        "{e}"
+    );
+    let _ = a
+        .simple_query(
+            "SELECT 'a\\''; SET/**/search_path=evil_schema; SET/**/standard_conforming_strings=on; --'",
+        )
+        .await;
+    let b = env.client("appdb").await;
+    let seen = one_value(&b, "SHOW search_path").await;
+    eprintln!("B sees search_path = {seen}");
+    assert_ne!(
+        seen, "evil_schema",
+        "A's search_path leaked into B's session"
+    );
+}
+
+/// 3. COPY FROM STDIN over the extended protocol, as libpq does it (P/B/E/S, then CopyData,
+/// CopyDone, Sync): the server ignores the first Sync during COPY, so pending_syncs never
+/// returns to 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_copy_in_leaves_a_sync_pending() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let port = env.port();
+    let setup = env.client("appdb").await;
+    setup.batch_execute("CREATE TABLE c (x int)").await.unwrap();
+    drop(setup);
+    let mut a = RawSession::login(port, "appdb");
+    let mut bytes = parse("COPY c FROM STDIN");
+    bytes.extend_from_slice(&bind(&[]));
+    bytes.extend_from_slice(&execute());
+    bytes.extend_from_slice(&sync());
+    a.send(&bytes);
+    loop {
+        let (t, _) = a.read_message();
+        if t == b'G' {
+            break;
+        }
+    }
+    let mut bytes = msg(b'd', b"1\n");
+    bytes.extend_from_slice(&msg(b'c', &[]));
+    bytes.extend_from_slice(&sync());
+    a.send(&bytes);
+    let tags = until_ready(&mut a);
+    eprintln!("A got {:?}", String::from_utf8_lossy(&tags));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats: Vec<_> = env
+        .pgward
+        .app
+        .pools()
+        .map(|p| (p.key.clone(), p.stats()))
+        .collect();
+    eprintln!("pool stats after COPY: {stats:?}");
+    // A refused statement now pauses forever.
+    a.send(&query_message("LISTEN x"));
+    a.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let answer = a.try_read_message();
+    eprintln!("answer to LISTEN: {:?}", answer.map(|(t, _)| t as char));
+    // Another client cannot get the (idle) server.
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        env.try_client("app", support::pgward::APP_PASSWORD, "appdb"),
+    )
+    .await;
+    eprintln!(
+        "second client after {:?}: {:?}",
+        started.elapsed(),
+        r.as_ref()
+            .map(|r| r.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+    );
+}
+
+/// 4. A startup deadline that fires while the pool opens a connection leaks `total`.
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_timeout_during_open_leaks_pool_slot() {
+    // A "server" that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let env = TestEnv::with(Options {
+        pool_size: 5,
+        server_extra: "startup_timeout = 1".into(),
+        extra: format!(
+            r#"
+[[databases]]
+name = "silentdb"
+port = {silent_port}
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+pool_size = 1
+connect_timeout = 5
+checkout_timeout = 2
+"#
+        ),
+        ..Options::default()
+    });
+    for _ in 0..2 {
+        let r = env
+            .try_client("app", support::pgward::APP_PASSWORD, "silentdb")
+            .await;
+        eprintln!("client: {:?}", r.map(|_| ()).map_err(|e| e.to_string()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stats: Vec<_> = env
+            .pgward
+            .app
+            .pools()
+            .filter(|p| p.key.database == "silentdb")
+            .map(|p| p.stats())
+            .collect();
+        eprintln!("silentdb pool: {stats:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stats: Vec<_> = env
+        .pgward
+        .app
+        .pools()
+        .filter(|p| p.key.database == "silentdb")
+        .map(|p| p.stats())
+        .collect();
+    eprintln!("silentdb pool after connect_timeout: {stats:?}");
+    assert_eq!(stats[0].total, 0, "slot leaked");
+}
+
+/// 5. A refusal while the server waits for COPY data pauses the relay forever; the client's
+/// disconnect is never noticed and the server connection stays held.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusal_during_copy_in_hangs_and_leaks() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let port = env.port();
+    let setup = env.client("appdb").await;
+    setup
+        .batch_execute("CREATE TABLE c2 (x int)")
+        .await
+        .unwrap();
+    drop(setup);
+    let mut a = RawSession::login(port, "appdb");
+    a.send(&query_message("COPY c2 FROM STDIN"));
+    loop {
+        let (t, _) = a.read_message();
+        if t == b'G' {
+            break;
+        }
+    }
+    a.send(&query_message("LISTEN x"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(a);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats: Vec<_> = env
+        .pgward
+        .app
+        .pools()
+        .filter(|p| p.key.database == "appdb")
+        .map(|p| p.stats())
+        .collect();
+    eprintln!("appdb pool 3s after the client left: {stats:?}");
+    let active = env.pg.superuser_sql_in(
+        "appdb",
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY c2%'",
+    );
+    eprintln!("COPY backends still there: {active}");
+    assert_eq!(active.trim(), "0");
+}
+
+/// 8. A non-UTF-8 query (client_encoding LATIN1) ends the session in transaction mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn latin1_query_kills_session() {
+    let env = TestEnv::start();
+    let c = env.client("appdb").await;
+    c.simple_query("SET client_encoding = 'LATIN1'")
+        .await
+        .unwrap();
+    let mut raw = RawSession::login(env.port(), "appdb");
+    raw.send(&query_message("SET client_encoding = 'LATIN1'"));
+    let _ = until_ready(&mut raw);
+    let mut q = b"SELECT 'caf".to_vec();
+    q.push(0xE9);
+    q.extend_from_slice(b"'");
+    q.push(0);
+    raw.send(&msg(b'Q', &q));
+    let mut tags = Vec::new();
+    while let Some((t, body)) = raw.try_read_message() {
+        tags.push(t);
+        if t == b'E' {
+            eprintln!("error: {}", String::from_utf8_lossy(&body));
+        }
+        if t == b'Z' {
+            break;
+        }
+    }
+    eprintln!("tags: {:?}", String::from_utf8_lossy(&tags));
+    assert!(tags.contains(&b'Z'), "session ended");
+}
+
+/// 9. A SET inside a failed multi-statement Query (implicit transaction, rolled back) is
+/// recorded as the client's state and replayed later.
+#[tokio::test(flavor = "multi_thread")]
+async fn rolled_back_set_is_replayed() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let a = env.client("appdb").await;
+    let b = env.client("appdb").await;
+    let r = a.simple_query("SET work_mem = '77MB'; SELECT 1/0").await;
+    eprintln!("A: {:?}", r.map(|_| ()).map_err(|e| e.to_string()));
+    let direct_same_server = one_value(&a, "SHOW work_mem").await;
+    one_value(&b, "SELECT 1").await;
+    let after_switch = one_value(&a, "SHOW work_mem").await;
+    eprintln!("A sees work_mem {direct_same_server} then {after_switch}");
+    assert_eq!(after_switch, direct_same_server);
+}
+
+/// 10. Temporary tables created without the words TEMP/TEMPORARY among the first four tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn temp_tables_escape_the_classifier() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let a = env.client("appdb").await;
+    a.batch_execute("CREATE TABLE orders (id int, secret text)")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT 1 AS id, 'planted by A'::text AS secret INTO TEMP orders",
+        "CREATE TABLE pg_temp.shadow2 (x int)",
+    ] {
+        let r = a.simple_query(sql).await;
+        eprintln!("A: {sql}: {:?}", r.map(|_| ()).map_err(|e| e.to_string()));
+    }
+    let b = env.client("appdb").await;
+    b.simple_query("INSERT INTO orders VALUES (2, 'B''s card number')")
+        .await
+        .unwrap();
+    let seen = one_value(&b, "SELECT string_agg(secret, ',') FROM orders").await;
+    eprintln!("B reads orders: {seen}");
+    let n = env
+        .pg
+        .superuser_sql_in("appdb", "SELECT count(*) FROM public.orders");
+    eprintln!("rows really in public.orders: {n}");
+    let a_view = one_value(&a, "SELECT string_agg(secret, ',') FROM orders").await;
+    eprintln!("A later reads orders: {a_view}");
+    assert_eq!(n.trim(), "1");
+}
+
+/// 1b. The same, by one client alone: its own next Bind parameter becomes a message pgward
+/// never classified (here LISTEN, refused in transaction mode).
+#[tokio::test(flavor = "multi_thread")]
+async fn partial_copydata_lets_a_client_smuggle_refused_statements() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let port = env.port();
+    let mut a = RawSession::login(port, "appdb");
+    let smuggled = query_message("CREATE TABLE self_smuggled (x int)");
+    let p = parse("SELECT $1::bytea");
+    let mut next = Vec::new();
+    next.extend_from_slice(&p);
+    next.extend_from_slice(&bind(&[&smuggled]));
+    next.extend_from_slice(&execute());
+    next.extend_from_slice(&sync());
+    let offset = p.len() + 1 + 4 + 1 + 1 + 2 + 2 + 4;
+    let mut first = query_message("SELECT 1");
+    first.push(b'd');
+    first.extend_from_slice(&((4 + offset) as i32).to_be_bytes());
+    a.send(&first);
+    let _ = until_ready(&mut a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.send(&next);
+    a.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    while let Some((t, _)) = a.try_read_message() {
+        if t == b'Z' {
+            break;
+        }
+    }
+    let exists = env.pg.superuser_sql_in(
+        "appdb",
+        "SELECT count(*) FROM pg_class WHERE relname = 'self_smuggled'",
+    );
+    eprintln!("self_smuggled exists: {exists}");
+}
