@@ -83,6 +83,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
         backend: login.clone(),
         allow_cleartext_password: false,
         tls: pgward::config::BackendTlsSettings::disabled(),
+        reset_on_handover: true,
         pool: PoolSettings {
             mode: PoolMode::Transaction,
             size,

@@ -479,3 +479,33 @@ async fn partial_copydata_lets_a_client_smuggle_refused_statements() {
     );
     eprintln!("self_smuggled exists: {exists}");
 }
+
+/// 2. Session state set inside a function is invisible to the lexical classifier; the reset on
+/// hand-over keeps it from reaching the next client of the same server connection. (After a
+/// reset a custom setting reads as empty, not as missing.)
+#[tokio::test(flavor = "multi_thread")]
+async fn set_config_inside_a_function_leaks_to_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let a = env.client("appdb").await;
+    a.batch_execute(
+        "CREATE FUNCTION set_tenant(t text) RETURNS text LANGUAGE sql AS $$ SELECT set_config('app.tenant', t, false) $$",
+    )
+    .await
+    .unwrap();
+    one_value(&a, "SELECT set_tenant('tenant-A')").await;
+    let b = env.client("appdb").await;
+    let seen = one_value(
+        &b,
+        "SELECT coalesce(current_setting('app.tenant', true), '<unset>')",
+    )
+    .await;
+    eprintln!("B sees app.tenant = {seen}");
+    // After RESET ALL a custom setting reads as empty rather than missing.
+    assert!(
+        seen.is_empty() || seen == "<unset>",
+        "A's tenant leaked into B's session: {seen}"
+    );
+}

@@ -230,6 +230,8 @@ pub struct Database {
     pub allow_cleartext_password: bool,
     pub pool: PoolSettings,
     pub tls: BackendTlsSettings,
+    /// Transaction mode: reset session settings whenever a connection changes hands.
+    pub reset_on_handover: bool,
 }
 
 /// Loads a config file with environment overrides and validates it.
@@ -469,6 +471,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         let tls = validate_backend_tls(d.backend_tls.as_ref(), base, &what, &mut errors);
         let db = Database {
             tls,
+            reset_on_handover: d.reset_on_handover,
             name: d.name.clone(),
             target: Target {
                 host: d.host.clone(),

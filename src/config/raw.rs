@@ -175,6 +175,14 @@ pub struct RawDatabase {
     #[serde(default = "default_server_lifetime")]
     pub server_lifetime: f64,
     pub backend_tls: Option<RawBackendTls>,
+    /// Transaction mode: reset session settings (RESET ALL, RESET ROLE) whenever a server
+    /// connection passes to another client, pipelined in front of its first message.
+    #[serde(default = "default_true")]
+    pub reset_on_handover: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_host() -> String {

@@ -86,6 +86,8 @@ pub struct ServerConn {
     pub applied: Option<Arc<SessionParams>>,
     /// Session state pgward cannot describe may be present: reset before anyone else uses it.
     pub dirty: bool,
+    /// The client (its cancel key's pid) that used this connection last.
+    pub last_client: Option<i32>,
 }
 
 impl ServerConn {
@@ -161,6 +163,7 @@ impl ServerConn {
             // A fresh connection carries the server's defaults: no client state.
             applied: Some(Arc::new(SessionParams::default())),
             dirty: false,
+            last_client: None,
         };
         let mut out = BytesMut::new();
         msg::put_startup(

@@ -258,6 +258,8 @@ async fn run_session<S>(
     if pool.settings().mode == PoolMode::Transaction {
         if let Some(mut s) = server.take() {
             s.applied = Some(Arc::clone(&params));
+            // Prepared for this client at login: its next transaction needs no reset.
+            s.last_client = Some(cancel.key.pid);
             s.release();
         }
     } else if let Some(s) = &server {
@@ -372,7 +374,9 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     })?;
-    if let Err(e) = relay::prepare_server(&mut server, &params).await {
+    // A connection another client used is reset before this one sees it.
+    let reset = server.last_client.is_some() && pool.database.reset_on_handover;
+    if let Err(e) = relay::prepare_server(&mut server, &params, reset).await {
         server.discard();
         return Err(match e {
             crate::pool::ServerError::Query { code: _, message } => {

@@ -128,6 +128,9 @@ pub struct Relay<S> {
     deadline: Option<tokio::time::Instant>,
     /// Set when handling server bytes failed part-way: the connection is closed, not reused.
     server_state_unknown: bool,
+    /// ReadyForQuery messages of pgward's own preparation queries still to come; everything
+    /// the server sends until then is dropped.
+    discard_until_ready: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -173,6 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             portals: Vec::new(),
             deadline: None,
             server_state_unknown: false,
+            discard_until_ready: 0,
         }
     }
 
@@ -196,6 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // Nothing half-sent in either direction: a partial client message would make the
         // server read the next client's bytes as its continuation.
         !self.cscan.mid_message()
+            && self.discard_until_ready == 0
             && self.pending_syncs == 0
             && !self.extended_open
             && self.swallow_ready == 0
@@ -710,6 +715,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     return Err(SessionEnd::ClientError(ClientError::ServerConnectionLost));
                 }
             };
+            if self.discard_until_ready > 0 {
+                // Answers to pgward's own preparation queries: never the client's.
+                let len = match chunk {
+                    Chunk::Passthrough { len, .. } => len,
+                    Chunk::Whole(f) => {
+                        if f.tag == b'Z' {
+                            self.discard_until_ready -= 1;
+                        } else if f.tag == b'E' {
+                            let body = &server.buf[pos + 5..pos + f.len];
+                            let e = msg::decode_error(body).unwrap_or_default();
+                            tracing::warn!(
+                                code = e.code,
+                                message = e.message,
+                                "re-applying a client's session settings failed; the connection will be reset after use"
+                            );
+                            server.dirty = true;
+                        }
+                        f.len
+                    }
+                };
+                if fwd < pos {
+                    self.client
+                        .write_all(&server.buf[fwd..pos])
+                        .await
+                        .map_err(SessionEnd::Io)?;
+                }
+                pos += len;
+                fwd = pos;
+                continue;
+            }
             let len = match chunk {
                 Chunk::Passthrough { len, .. } => len,
                 Chunk::Whole(f) => {
@@ -767,13 +802,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             .checkout()
             .await
             .map_err(|e| checkout_error(&self.pool, e))?;
-        if let Err(e) = prepare_server(&mut guard, &self.params).await {
-            tracing::warn!(error = %e, "preparing a server connection for a client failed");
-            guard.discard();
-            return Err(Acquire::Fatal(ClientError::ServerUnavailable {
-                database: self.pool.database.name.clone(),
-            }));
+        // The preparation is pipelined in front of the client's messages: no extra round
+        // trip; its answers are dropped until its ReadyForQuery messages have passed.
+        let handover = guard.last_client != Some(self.cancel.key.pid);
+        let reset = handover && self.pool.database.reset_on_handover;
+        let queries = preparation_queries(&guard, &self.params, reset);
+        if !queries.is_empty() {
+            let mut out = BytesMut::new();
+            for q in &queries {
+                msg::put_query(&mut out, q);
+            }
+            if let Err(e) = send_all(&mut guard.stream, &out).await {
+                tracing::warn!(error = %e, "preparing a server connection for a client failed");
+                guard.discard();
+                return Err(Acquire::Fatal(ClientError::ServerUnavailable {
+                    database: self.pool.database.name.clone(),
+                }));
+            }
+            self.discard_until_ready = queries.len();
+            guard.dirty = false;
+            guard.applied = Some(Arc::clone(&self.params));
         }
+        guard.last_client = Some(self.cancel.key.pid);
         self.cancel.slot.attach(guard.key.clone());
         self.server = Some(guard);
         self.tx_status = TxStatus::Idle;
@@ -893,8 +943,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             rest -= n;
         }
         self.sscan = FrameScanner::new();
-        if self.pending_syncs > 0 {
-            match server.wait_ready(self.pending_syncs).await {
+        if self.pending_syncs + self.discard_until_ready > 0 {
+            match server
+                .wait_ready(self.pending_syncs + self.discard_until_ready)
+                .await
+            {
                 Ok(s) => self.tx_status = s,
                 Err(ServerError::Query { .. }) => self.tx_status = TxStatus::Failed,
                 Err(e) => return Err(e),
@@ -902,6 +955,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.pending_syncs = 0;
             self.pending_kinds.clear();
             self.swallow_ready = 0;
+            self.discard_until_ready = 0;
         }
         self.copy_in = false;
         self.extended_open = false;
@@ -925,22 +979,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 pub async fn prepare_server(
     server: &mut PoolGuard,
     params: &Arc<SessionParams>,
+    reset: bool,
 ) -> Result<(), ServerError> {
-    let mut queries: Vec<String> = Vec::new();
-    if server.dirty {
-        queries.push("DISCARD ALL".into());
-    }
-    let same = !server.dirty
-        && server
-            .applied
-            .as_ref()
-            .is_some_and(|a| Arc::ptr_eq(a, params) || **a == **params);
-    if !same {
-        if !server.dirty && !server.applied.as_ref().is_some_and(|a| a.is_default()) {
-            queries.push("RESET ALL".into());
-        }
-        queries.extend(params.apply_statements());
-    }
+    let queries = preparation_queries(server, params, reset);
     if queries.is_empty() {
         return Ok(());
     }
@@ -956,6 +997,38 @@ pub async fn prepare_server(
     server.dirty = false;
     server.applied = Some(Arc::clone(params));
     Ok(())
+}
+
+/// What makes `server` carry exactly `params`: `DISCARD ALL` if it may carry state pgward
+/// cannot describe; a reset if it changes hands and `reset` asks for it (settings changed
+/// inside functions are invisible to pgward, so only a reset guarantees another client's
+/// settings are gone); then this client's startup parameters and SETs.
+fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) -> Vec<String> {
+    let mut queries = Vec::new();
+    let same = server
+        .applied
+        .as_ref()
+        .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
+    let mut combined = String::new();
+    if server.dirty {
+        // Cannot share a multi-statement string (it refuses to run in a transaction block).
+        queries.push("DISCARD ALL".to_string());
+    } else if reset {
+        combined.push_str("RESET ALL;\nRESET ROLE;\n");
+    } else if same {
+        return queries;
+    } else if !server.applied.as_ref().is_some_and(|a| a.is_default()) {
+        combined.push_str("RESET ALL;\n");
+    }
+    for q in params.apply_statements() {
+        combined.push_str(&q);
+        // A newline first: a client's SET may end in a `--` comment.
+        combined.push_str("\n;\n");
+    }
+    if !combined.is_empty() {
+        queries.push(combined);
+    }
+    queries
 }
 
 enum Decision {

@@ -80,18 +80,22 @@ impl SessionParams {
     }
 
     /// The statements that make a server that was reset to its defaults carry this state.
-    /// Startup parameters go through `set_config`, which parses values exactly as a startup
-    /// packet does (lists like search_path included); values are quoted as E'' literals so they
+    /// Startup parameters are applied with `SET` (a utility statement: cheaper than a query),
+    /// except `search_path`, whose value is a list: `set_config` parses it exactly as a startup
+    /// packet does. Names come from the allowlist; values are quoted as E'' literals so they
     /// stay literals whatever `standard_conforming_strings` is.
     pub fn apply_statements(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(1 + self.sets.len());
-        if !self.startup.is_empty() {
-            let calls: Vec<String> = self
-                .startup
-                .iter()
-                .map(|(k, v)| format!("set_config({}, {}, false)", quote(k), quote(v)))
-                .collect();
-            out.push(format!("SELECT {}", calls.join(", ")));
+        let mut out = Vec::with_capacity(self.startup.len() + self.sets.len());
+        for (k, v) in &self.startup {
+            if k == "search_path" {
+                out.push(format!(
+                    "SELECT pg_catalog.set_config({}, {}, false)",
+                    quote(k),
+                    quote(v)
+                ));
+            } else {
+                out.push(format!("SET {k} TO {}", quote(v)));
+            }
         }
         out.extend(self.sets.iter().map(|(_, s)| s.clone()));
         out
@@ -151,7 +155,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             s.apply_statements(),
-            vec!["SELECT set_config(E'application_name', E'x''); DROP TABLE t; --', false)"]
+            vec!["SET application_name TO E'x''); DROP TABLE t; --'"]
+        );
+        let s = SessionParams::from_startup(&p(&[("search_path", "a, b")])).unwrap();
+        assert_eq!(
+            s.apply_statements(),
+            vec!["SELECT pg_catalog.set_config(E'search_path', E'a, b', false)"]
         );
     }
 
