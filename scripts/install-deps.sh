@@ -58,6 +58,13 @@ apt_install() {
     as_root apt-get install -y --no-install-recommends "$@"
 }
 
+# --- openssl (the TLS tests drive `openssl s_client`) -------------------------
+if command -v openssl >/dev/null 2>&1; then
+    log "openssl already installed"
+else
+    apt_install openssl
+fi
+
 # --- PostgreSQL -------------------------------------------------------------
 if have_server && works psql && works pgbench; then
     log "PostgreSQL server, psql and pgbench already installed"
