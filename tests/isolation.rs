@@ -509,3 +509,51 @@ async fn set_config_inside_a_function_leaks_to_the_next_client() {
         "A's tenant leaked into B's session: {seen}"
     );
 }
+
+/// 7. Half-duplex relay: while pgward blocks writing a client's pipeline to the server, it
+/// does not read the server's results, and the server blocks writing them: deadlock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_pipeline_does_not_deadlock_the_relay() {
+    let env = TestEnv::with(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let pad = "x".repeat(4000);
+    let sql = format!("SELECT repeat('y', 8000) /* {pad} */");
+    let n: usize = 20_000;
+    // Directly against PostgreSQL.
+    let (direct, conn) = tokio_postgres::connect(
+        &env.pg
+            .conn_string("app_rw", support::pgward::BACKEND_PASSWORD, "appdb"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let started = Instant::now();
+    let futs = (0..n).map(|_| direct.simple_query(&sql));
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(futs),
+    )
+    .await;
+    eprintln!(
+        "direct: {} after {:?}",
+        if r.is_ok() { "done" } else { "TIMED OUT" },
+        started.elapsed()
+    );
+    let c = env.client("appdb").await;
+    let started = Instant::now();
+    let futs = (0..n).map(|_| c.simple_query(&sql));
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(futs),
+    )
+    .await;
+    eprintln!(
+        "through pgward: {} after {:?}",
+        if r.is_ok() { "done" } else { "TIMED OUT" },
+        started.elapsed()
+    );
+    assert!(r.is_ok(), "pipeline through pgward deadlocked");
+}

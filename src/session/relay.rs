@@ -14,7 +14,9 @@
 //!   on whichever server the client gets next; never seen by another client.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -62,6 +64,12 @@ enum Expect {
     /// transaction of a multi-statement Query.
     Statement(Option<(SessionEffect, String)>, bool),
     SyncPoint,
+}
+
+/// One step of writing to a server while reading from it.
+enum ServerIo {
+    Wrote(std::io::Result<usize>),
+    Read(std::io::Result<usize>),
 }
 
 /// What a pending ReadyForQuery answers.
@@ -384,17 +392,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         Ok(paused)
     }
 
-    /// Writes `cbuf[from..to]` to the server.
+    /// Writes `cbuf[from..to]` to the server. While the server does not take more, what it
+    /// sends is read and relayed: a server blocked writing results stops reading, so a relay
+    /// that only waited on its write would deadlock a long pipeline.
     async fn forward_client(&mut self, from: usize, to: usize) -> Result<(), SessionEnd> {
         if from >= to {
             return Ok(());
         }
-        let Some(server) = self.server.as_mut() else {
-            return Ok(());
-        };
-        send_all(&mut server.stream, &self.cbuf[from..to])
-            .await
-            .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))
+        let lost = || SessionEnd::ClientError(ClientError::ServerConnectionLost);
+        let mut written = from;
+        loop {
+            let Some(conn) = self.server.as_deref_mut() else {
+                return Ok(());
+            };
+            frame::make_room(&mut conn.buf);
+            let pending = &self.cbuf[written..to];
+            let step = std::future::poll_fn(|cx| {
+                let wrote = if pending.is_empty() {
+                    // Everything handed over: make TLS push out its last records.
+                    Pin::new(&mut conn.stream).poll_flush(cx).map_ok(|()| 0)
+                } else {
+                    Pin::new(&mut conn.stream).poll_write(cx, pending)
+                };
+                if let Poll::Ready(r) = wrote {
+                    return Poll::Ready(ServerIo::Wrote(r));
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+                    Poll::Ready(r) => Poll::Ready(ServerIo::Read(r)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match step {
+                ServerIo::Wrote(Ok(0)) if written == to => return Ok(()),
+                ServerIo::Wrote(Ok(0)) | ServerIo::Wrote(Err(_)) => return Err(lost()),
+                ServerIo::Wrote(Ok(n)) => written += n,
+                ServerIo::Read(Ok(0)) | ServerIo::Read(Err(_)) => return Err(lost()),
+                ServerIo::Read(Ok(_)) => self.process_server().await?,
+            }
+        }
     }
 
     /// Decides about one whole client frame at `cbuf[pos..pos+len]`. Returns the step and
