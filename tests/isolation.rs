@@ -557,3 +557,36 @@ async fn a_long_pipeline_does_not_deadlock_the_relay() {
     );
     assert!(r.is_ok(), "pipeline through pgward deadlocked");
 }
+
+/// 6. A refusal inside a pipeline commits what came before it (injected Sync), where
+/// PostgreSQL would roll the implicit transaction back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_in_a_pipeline_rolls_back_its_earlier_statements() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let port = env.port();
+    let setup = env.client("appdb").await;
+    setup
+        .batch_execute("CREATE TABLE t6 (x int)")
+        .await
+        .unwrap();
+    let mut a = RawSession::login(port, "appdb");
+    let mut bytes = parse("INSERT INTO t6 VALUES (1)");
+    bytes.extend_from_slice(&bind(&[]));
+    bytes.extend_from_slice(&execute());
+    bytes.extend_from_slice(&parse("LISTEN x"));
+    bytes.extend_from_slice(&bind(&[]));
+    bytes.extend_from_slice(&execute());
+    bytes.extend_from_slice(&sync());
+    a.send(&bytes);
+    let tags = until_ready(&mut a);
+    eprintln!("A got {:?}", String::from_utf8_lossy(&tags));
+    let n = one_value(&setup, "SELECT count(*) FROM t6").await;
+    eprintln!("rows in t6: {n}");
+    assert_eq!(
+        n, "0",
+        "PostgreSQL would have rolled the pipeline's INSERT back"
+    );
+}

@@ -233,11 +233,13 @@ async fn transaction_mode_refuses_what_cannot_be_shared_and_stays_usable() {
         .expect_err("named");
     assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
     assert_eq!(one_value(&c, "SELECT 2").await, "2");
-    // Inside a transaction the refusal leaves the transaction as it was.
+    // Inside a transaction the refusal fails the transaction, as a PostgreSQL error would.
     c.batch_execute("BEGIN").await.expect("begin");
     c.simple_query("LISTEN x").await.expect_err("listen");
-    assert_eq!(one_value(&c, "SELECT 3").await, "3");
-    c.batch_execute("COMMIT").await.expect("commit");
+    let e = c.simple_query("SELECT 3").await.expect_err("block failed");
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(one_value(&c, "SELECT 4").await, "4");
 }
 
 #[tokio::test(flavor = "multi_thread")]

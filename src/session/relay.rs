@@ -66,6 +66,23 @@ enum Expect {
     SyncPoint,
 }
 
+/// A statement certain to fail with an error naming this marker: injected to make the server
+/// abort a transaction in which pgward refused a statement.
+const REFUSAL_MARKER: &str = "pgward_refused_statement";
+const REFUSAL_MARKER_QUERY: &str = "SELECT pgward_refused_statement";
+
+fn put_failing_parse(out: &mut BytesMut) {
+    use bytes::BufMut;
+    let name = b"pgward_refused\0";
+    let query = REFUSAL_MARKER_QUERY.as_bytes();
+    out.put_u8(b'P');
+    out.put_i32((4 + name.len() + query.len() + 1 + 2) as i32);
+    out.put_slice(name);
+    out.put_slice(query);
+    out.put_u8(0);
+    out.put_i16(0);
+}
+
 /// One step of writing to a server while reading from it.
 enum ServerIo {
     Wrote(std::io::Result<usize>),
@@ -121,6 +138,12 @@ pub struct Relay<S> {
     forwarding_copy_data: bool,
     /// After a refused extended-protocol message: discard until Sync, as PostgreSQL does.
     skip_until_sync: bool,
+    /// A failing statement was injected to abort the transaction around a refusal.
+    abort_injected: bool,
+    /// Its error (recognised by [`REFUSAL_MARKER`]) is still to come and must not be relayed.
+    swallow_marker_error: bool,
+    /// The client's own pipeline failed before the injected statement ran.
+    abort_saw_client_error: bool,
 
     // Transaction mode only: tracking of session state.
     expects: VecDeque<Expect>,
@@ -176,6 +199,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             copy_in: false,
             forwarding_copy_data: false,
             skip_until_sync: false,
+            abort_injected: false,
+            swallow_marker_error: false,
+            abort_saw_client_error: false,
             expects: VecDeque::new(),
             in_block: false,
             block_effects: Vec::new(),
@@ -679,29 +705,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 
     /// Answers a refused frame with an error, in order with what the server still owes.
     async fn refuse(&mut self, tag: u8, err: ClientError) -> Result<(Step, bool), SessionEnd> {
-        if let (true, Some(server)) = (self.extended_open, self.server.as_mut()) {
-            // Close the server's half-done pipeline first so our error lands after its results.
-            self.out.clear();
-            self.out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
-            send_all(&mut server.stream, &self.out)
-                .await
-                .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
-            self.pending_syncs += 1;
-            self.pending_kinds.push_back(SyncKind::Sync);
-            self.swallow_ready += 1;
-            self.extended_open = false;
-            if self.tracking() {
-                self.expects.push_back(Expect::SyncPoint);
+        // Inside a transaction — an open extended-protocol pipeline or an explicit block — the
+        // refusal must act on the server as a PostgreSQL error would: the pipeline's earlier
+        // statements are not committed, an explicit block becomes failed. A statement that is
+        // certain to fail is injected for that; its error and ReadyForQuery are not relayed.
+        let pipeline = self.extended_open;
+        let in_block = self.tx_status == TxStatus::InTransaction && self.pending_syncs == 0;
+        if !self.abort_injected && (pipeline || in_block) {
+            if let Some(server) = self.server.as_mut() {
+                let mut out = BytesMut::new();
+                if pipeline {
+                    put_failing_parse(&mut out);
+                    out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+                    self.pending_kinds.push_back(SyncKind::Sync);
+                } else {
+                    msg::put_query(&mut out, REFUSAL_MARKER_QUERY);
+                    self.pending_kinds.push_back(SyncKind::Query);
+                }
+                send_all(&mut server.stream, &out)
+                    .await
+                    .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
+                self.pending_syncs += 1;
+                self.swallow_ready += 1;
+                self.swallow_marker_error = true;
+                self.abort_injected = true;
+                self.extended_open = false;
+                if pipeline {
+                    // The unnamed statement is gone with the failed pipeline.
+                    self.unnamed_statement = None;
+                }
+                if self.tracking() {
+                    self.expects.push_back(Expect::SyncPoint);
+                }
+                return Ok((Step::Pause, false));
             }
-            return Ok((Step::Pause, false));
         }
         if self.pending_syncs > 0 {
             return Ok((Step::Pause, false));
         }
+        self.abort_injected = false;
+        // If the pipeline had already failed on the server, PostgreSQL would skip this message
+        // silently: so do we.
+        let already_failed = std::mem::take(&mut self.abort_saw_client_error);
         tracing::info!(sqlstate = err.sqlstate(), reason = %err.message(), "statement refused");
         let status = self.client_status();
         self.out.clear();
-        err.write_to(&mut self.out);
+        if !already_failed {
+            err.write_to(&mut self.out);
+        }
         if matches!(tag, b'Q' | b'F' | b'S') {
             msg::put_ready(&mut self.out, status);
         } else {
@@ -791,6 +842,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         &mut ServerView {
                             pending_syncs: &mut self.pending_syncs,
                             pending_kinds: &mut self.pending_kinds,
+                            swallow_marker_error: &mut self.swallow_marker_error,
+                            abort_saw_client_error: &mut self.abort_saw_client_error,
                             client_copy_done: &mut self.client_copy_done,
                             swallow_ready: &mut self.swallow_ready,
                             tx_status: &mut self.tx_status,
@@ -1126,6 +1179,8 @@ fn decode_violation(e: msg::DecodeError) -> SessionEnd {
 struct ServerView<'a> {
     pending_syncs: &'a mut usize,
     pending_kinds: &'a mut VecDeque<SyncKind>,
+    swallow_marker_error: &'a mut bool,
+    abort_saw_client_error: &'a mut bool,
     client_copy_done: &'a mut bool,
     swallow_ready: &'a mut usize,
     tx_status: &'a mut TxStatus,
@@ -1183,6 +1238,8 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
             }
             if *v.swallow_ready > 0 {
                 *v.swallow_ready -= 1;
+                // The injected statement has been dealt with, by error or by being skipped.
+                *v.swallow_marker_error = false;
                 return Ok(true);
             }
         }
@@ -1243,6 +1300,14 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
                     v.expects.pop_front();
                 }
                 v.segment_effects.clear();
+            }
+            if *v.swallow_marker_error {
+                let e = msg::decode_error(body).map_err(bad)?;
+                if e.message.contains(REFUSAL_MARKER) {
+                    *v.swallow_marker_error = false;
+                    return Ok(true);
+                }
+                *v.abort_saw_client_error = true;
             }
         }
         b'I' | b's' if v.tracking && matches!(v.expects.front(), Some(Expect::Statement(..))) => {
