@@ -711,34 +711,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // certain to fail is injected for that; its error and ReadyForQuery are not relayed.
         let pipeline = self.extended_open;
         let in_block = self.tx_status == TxStatus::InTransaction && self.pending_syncs == 0;
-        if !self.abort_injected && (pipeline || in_block) {
-            if let Some(server) = self.server.as_mut() {
-                let mut out = BytesMut::new();
-                if pipeline {
-                    put_failing_parse(&mut out);
-                    out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
-                    self.pending_kinds.push_back(SyncKind::Sync);
-                } else {
-                    msg::put_query(&mut out, REFUSAL_MARKER_QUERY);
-                    self.pending_kinds.push_back(SyncKind::Query);
-                }
-                send_all(&mut server.stream, &out)
-                    .await
-                    .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
-                self.pending_syncs += 1;
-                self.swallow_ready += 1;
-                self.swallow_marker_error = true;
-                self.abort_injected = true;
-                self.extended_open = false;
-                if pipeline {
-                    // The unnamed statement is gone with the failed pipeline.
-                    self.unnamed_statement = None;
-                }
-                if self.tracking() {
-                    self.expects.push_back(Expect::SyncPoint);
-                }
-                return Ok((Step::Pause, false));
+        if !self.abort_injected
+            && (pipeline || in_block)
+            && let Some(server) = self.server.as_mut()
+        {
+            let mut out = BytesMut::new();
+            if pipeline {
+                put_failing_parse(&mut out);
+                out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+                self.pending_kinds.push_back(SyncKind::Sync);
+            } else {
+                msg::put_query(&mut out, REFUSAL_MARKER_QUERY);
+                self.pending_kinds.push_back(SyncKind::Query);
             }
+            send_all(&mut server.stream, &out)
+                .await
+                .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
+            self.pending_syncs += 1;
+            self.swallow_ready += 1;
+            self.swallow_marker_error = true;
+            self.abort_injected = true;
+            self.extended_open = false;
+            if pipeline {
+                // The unnamed statement is gone with the failed pipeline.
+                self.unnamed_statement = None;
+            }
+            if self.tracking() {
+                self.expects.push_back(Expect::SyncPoint);
+            }
+            return Ok((Step::Pause, false));
         }
         if self.pending_syncs > 0 {
             return Ok((Step::Pause, false));
