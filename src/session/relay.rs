@@ -261,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let idle_in_tx = self.app.config.server.idle_in_transaction_timeout;
         let mut paused = false;
         loop {
-            if !paused || self.pending_syncs == 0 && !self.extended_open {
+            if !paused || self.pending_syncs == 0 {
                 match self.process_client().await {
                     Ok(p) => paused = p,
                     Err(end) => return end,
@@ -709,8 +709,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // refusal must act on the server as a PostgreSQL error would: the pipeline's earlier
         // statements are not committed, an explicit block becomes failed. A statement that is
         // certain to fail is injected for that; its error and ReadyForQuery are not relayed.
+        // Only once every earlier answer is in: the injected statement's error and
+        // ReadyForQuery must be the next ones after the client's current segment.
+        if !self.abort_injected && self.pending_syncs > 0 {
+            return Ok((Step::Pause, false));
+        }
         let pipeline = self.extended_open;
-        let in_block = self.tx_status == TxStatus::InTransaction && self.pending_syncs == 0;
+        let in_block = self.tx_status == TxStatus::InTransaction;
         if !self.abort_injected
             && (pipeline || in_block)
             && let Some(server) = self.server.as_mut()
@@ -1099,17 +1104,18 @@ fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) 
         .applied
         .as_ref()
         .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
-    let mut combined = String::new();
+    // The reset is a Query of its own: in one string with the client's SETs, a failing SET
+    // would roll the reset back with it (a multi-statement Query is one transaction).
     if server.dirty {
-        // Cannot share a multi-statement string (it refuses to run in a transaction block).
         queries.push("DISCARD ALL".to_string());
     } else if reset {
-        combined.push_str("RESET ALL;\nRESET ROLE;\n");
+        queries.push("RESET ALL;\nRESET ROLE".to_string());
     } else if same {
         return queries;
     } else if !server.applied.as_ref().is_some_and(|a| a.is_default()) {
-        combined.push_str("RESET ALL;\n");
+        queries.push("RESET ALL".to_string());
     }
+    let mut combined = String::new();
     for q in params.apply_statements() {
         combined.push_str(&q);
         // A newline first: a client's SET may end in a `--` comment.
@@ -1303,9 +1309,11 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
                 v.segment_effects.clear();
             }
             if *v.swallow_marker_error {
+                // The first error after the injection decides: the client's own statements
+                // come before the injected one, and after an error the server skips the rest.
+                *v.swallow_marker_error = false;
                 let e = msg::decode_error(body).map_err(bad)?;
-                if e.message.contains(REFUSAL_MARKER) {
-                    *v.swallow_marker_error = false;
+                if e.code == "42703" && e.message.contains(REFUSAL_MARKER) {
                     return Ok(true);
                 }
                 *v.abort_saw_client_error = true;
