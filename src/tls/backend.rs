@@ -2,7 +2,7 @@
 //! database's `backend_tls.mode` — `verify-full` (chain and name), `verify-ca` (chain only) or
 //! `require` (encryption without authentication, spelled `dangerous` in the code).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::client::WebPkiServerVerifier;
@@ -25,7 +25,7 @@ pub struct BackendTls {
     settings: BackendTlsSettings,
     server_name: ServerName<'static>,
     connector: ArcSwap<TlsConnector>,
-    watch: Mutex<FileWatch>,
+    watch: FileWatch,
 }
 
 impl std::fmt::Debug for BackendTls {
@@ -56,7 +56,7 @@ impl BackendTls {
             settings: settings.clone(),
             server_name,
             connector: ArcSwap::from_pointee(connector),
-            watch: Mutex::new(FileWatch::new(files)),
+            watch: FileWatch::new(files),
         }))
     }
 
@@ -66,12 +66,7 @@ impl BackendTls {
     }
 
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let changed = self
-            .watch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .changed();
-        if !changed {
+        if !self.watch.changed() {
             return Ok(false);
         }
         self.connector.store(Arc::new(build(&self.settings)?));

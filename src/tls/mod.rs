@@ -79,7 +79,7 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
 /// cert-manager or an operator replaces while pgward runs.
 #[derive(Debug)]
 pub struct FileWatch {
-    files: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
+    files: std::sync::Mutex<Vec<(PathBuf, Option<(SystemTime, u64)>)>>,
 }
 
 impl FileWatch {
@@ -91,13 +91,16 @@ impl FileWatch {
                 (p, stamp)
             })
             .collect();
-        FileWatch { files }
+        FileWatch {
+            files: std::sync::Mutex::new(files),
+        }
     }
 
     /// True if any file changed since the last call (or since `new`).
-    pub fn changed(&mut self) -> bool {
+    pub fn changed(&self) -> bool {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let mut any = false;
-        for (path, seen) in &mut self.files {
+        for (path, seen) in files.iter_mut() {
             let now = stamp(path);
             if now != *seen {
                 *seen = now;

@@ -2,7 +2,7 @@
 //! certificate verification, the handshake limits, and reloading certificate files without
 //! dropping established sessions.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
@@ -37,7 +37,7 @@ pub struct TlsPeer {
 pub struct ServerTls {
     settings: ClientTlsSettings,
     material: ArcSwap<TlsMaterial>,
-    watch: Mutex<FileWatch>,
+    watch: FileWatch,
     handshakes: Semaphore,
 }
 
@@ -49,7 +49,7 @@ impl ServerTls {
         Ok(ServerTls {
             settings: settings.clone(),
             material: ArcSwap::from_pointee(material),
-            watch: Mutex::new(FileWatch::new(files)),
+            watch: FileWatch::new(files),
             handshakes: Semaphore::new(settings.max_concurrent_handshakes),
         })
     }
@@ -61,12 +61,7 @@ impl ServerTls {
     /// Reloads if a file changed. A broken new file leaves the current material in place and
     /// is reported; established sessions are never affected.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let changed = self
-            .watch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .changed();
-        if !changed {
+        if !self.watch.changed() {
             return Ok(false);
         }
         let material = build(&self.settings)?;
