@@ -77,9 +77,12 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
 
 /// Notices when files change (by modification time and size), for reloading certificates that
 /// cert-manager or an operator replaces while pgward runs.
+/// A file's modification time and size, `None` while it cannot be read.
+type Stamp = Option<(SystemTime, u64)>;
+
 #[derive(Debug)]
 pub struct FileWatch {
-    files: std::sync::Mutex<Vec<(PathBuf, Option<(SystemTime, u64)>)>>,
+    files: std::sync::Mutex<Vec<(PathBuf, Stamp)>>,
 }
 
 impl FileWatch {
@@ -111,7 +114,7 @@ impl FileWatch {
     }
 }
 
-fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(p: &Path) -> Stamp {
     // metadata() follows symlinks: Kubernetes swaps a `..data` symlink, and the target's
     // times are what change.
     let m = std::fs::metadata(p).ok()?;
