@@ -37,9 +37,25 @@ fn check_config_accepts_a_valid_file_and_the_example() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The example refers to the quickstart's development certificates: make some and point the
+    // config at them through the environment, as an operator could.
+    let certs = dir.path().join("certs");
+    let out = pgward()
+        .args(["certs", "dev", "--out"])
+        .arg(&certs)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgward.toml");
     let out = pgward()
         .args(["check-config", "--config", example])
+        .env("PGWARD__CLIENT_TLS__CERT", certs.join("server.crt"))
+        .env("PGWARD__CLIENT_TLS__KEY", certs.join("server.key"))
+        .env("PGWARD__CLIENT_TLS__CLIENT_CA", certs.join("ca.crt"))
         .output()
         .expect("run");
     assert!(
@@ -47,6 +63,14 @@ fn check_config_accepts_a_valid_file_and_the_example() {
         "example config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Pointed at a missing certificate, the example is refused and says why.
+    let out = pgward()
+        .args(["check-config", "--config", example])
+        .env("PGWARD__CLIENT_TLS__CERT", dir.path().join("missing.crt"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.crt"));
 }
 
 #[test]
