@@ -7,43 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::pgward::{Options, RawSession, TestEnv, one_value, query_message};
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn parse(query: &str) -> Vec<u8> {
-    let mut b = vec![0u8]; // unnamed
-    b.extend_from_slice(query.as_bytes());
-    b.push(0);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    msg(b'P', &b)
-}
-
-fn bind(params: &[&[u8]]) -> Vec<u8> {
-    let mut b = vec![0u8, 0u8]; // portal "", statement ""
-    b.extend_from_slice(&0i16.to_be_bytes()); // no format codes
-    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for p in params {
-        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
-        b.extend_from_slice(p);
-    }
-    b.extend_from_slice(&0i16.to_be_bytes()); // result formats
-    msg(b'B', &b)
-}
-
-fn execute() -> Vec<u8> {
-    let mut b = vec![0u8];
-    b.extend_from_slice(&0i32.to_be_bytes());
-    msg(b'E', &b)
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', &[])
-}
+use support::wire::{bind, execute, msg, parse, sync};
 
 /// Reads until ReadyForQuery; returns the tags seen.
 fn until_ready(s: &mut RawSession) -> Vec<u8> {

@@ -3,41 +3,7 @@
 
 mod support;
 use support::pgward::{Options, RawSession, TestEnv, one_value};
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-fn parse(query: &str) -> Vec<u8> {
-    let mut b = vec![0u8];
-    b.extend_from_slice(query.as_bytes());
-    b.push(0);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    msg(b'P', &b)
-}
-fn bind() -> Vec<u8> {
-    let mut b = vec![0u8, 0u8];
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
-    msg(b'B', &b)
-}
-fn execute() -> Vec<u8> {
-    let mut b = vec![0u8];
-    b.extend_from_slice(&0i32.to_be_bytes());
-    msg(b'E', &b)
-}
-fn sync() -> Vec<u8> {
-    msg(b'S', &[])
-}
-fn pbe(q: &str) -> Vec<u8> {
-    let mut v = parse(q);
-    v.extend(bind());
-    v.extend(execute());
-    v
-}
+use support::wire::{pbe, sync};
 
 fn read_n_ready(s: &mut RawSession, n: usize) -> String {
     let mut out = String::new();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use support::pgward::{Options, TestEnv, one_value, run, sqlstate};
+use support::wire::msg;
 use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,13 +289,6 @@ fn ssl_and_gssenc_requests_are_answered_no() {
     assert_eq!(out.trim(), "plain");
 }
 
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
 /// Reads to ReadyForQuery; returns (error codes, data rows as text).
 fn until_ready(s: &mut support::pgward::RawSession) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
@@ -321,24 +315,24 @@ fn a_client_cannot_execute_another_clients_unnamed_statement() {
     let mut b = RawSession::login(env.port(), "appdb");
     // A parses the unnamed statement and syncs: its server goes back to the pool, where the
     // unnamed statement still exists.
-    let mut batch = message(b'P', b"\0SELECT 'secret-of-a'\0\0\0");
-    batch.extend(message(b'S', b""));
+    let mut batch = msg(b'P', b"\0SELECT 'secret-of-a'\0\0\0");
+    batch.extend(msg(b'S', b""));
     a.send(&batch);
     let (errors, _) = until_ready(&mut a);
     assert!(errors.is_empty(), "{errors:?}");
     // B binds the unnamed statement without parsing it: refused, never A's statement.
-    let mut batch = message(b'B', b"\0\0\0\0\0\0\0\0");
-    batch.extend(message(b'E', b"\0\0\0\0\0"));
-    batch.extend(message(b'S', b""));
+    let mut batch = msg(b'B', b"\0\0\0\0\0\0\0\0");
+    batch.extend(msg(b'E', b"\0\0\0\0\0"));
+    batch.extend(msg(b'S', b""));
     b.send(&batch);
     let (errors, rows) = until_ready(&mut b);
     assert_eq!(errors, vec!["26000".to_string()]);
     assert!(rows.is_empty(), "B must not see A's statement: {rows:?}");
     // B's own Parse/Bind/Execute works on the same connection.
-    let mut batch = message(b'P', b"\0SELECT 'b-own'\0\0\0");
-    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
-    batch.extend(message(b'E', b"\0\0\0\0\0"));
-    batch.extend(message(b'S', b""));
+    let mut batch = msg(b'P', b"\0SELECT 'b-own'\0\0\0");
+    batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(msg(b'E', b"\0\0\0\0\0"));
+    batch.extend(msg(b'S', b""));
     b.send(&batch);
     let (errors, rows) = until_ready(&mut b);
     assert!(errors.is_empty(), "{errors:?}");
@@ -353,13 +347,13 @@ fn a_refusal_inside_a_pipeline_skips_to_sync_like_postgres() {
     let mut s = RawSession::login(env.port(), "appdb");
     // First statement runs; the second is a named prepared statement (refused in transaction
     // mode); the rest until Sync is skipped; one ReadyForQuery ends it.
-    let mut batch = message(b'P', b"\0SELECT 'first'\0\0\0");
-    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
-    batch.extend(message(b'E', b"\0\0\0\0\0"));
-    batch.extend(message(b'P', b"named\0SELECT 'second'\0\0\0"));
-    batch.extend(message(b'B', b"\0named\0\0\0\0\0\0\0"));
-    batch.extend(message(b'E', b"\0\0\0\0\0"));
-    batch.extend(message(b'S', b""));
+    let mut batch = msg(b'P', b"\0SELECT 'first'\0\0\0");
+    batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(msg(b'E', b"\0\0\0\0\0"));
+    batch.extend(msg(b'P', b"named\0SELECT 'second'\0\0\0"));
+    batch.extend(msg(b'B', b"\0named\0\0\0\0\0\0\0"));
+    batch.extend(msg(b'E', b"\0\0\0\0\0"));
+    batch.extend(msg(b'S', b""));
     s.send(&batch);
     let (errors, rows) = until_ready(&mut s);
     assert_eq!(errors, vec!["0A000".to_string()]);

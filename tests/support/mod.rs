@@ -16,3 +16,4 @@ pub mod logs;
 pub mod pg;
 pub mod pgward;
 pub mod pki;
+pub mod wire;

@@ -1,0 +1,51 @@
+//! Builders for raw frontend messages, for tests that must send exactly the bytes they mean
+//! (pipelines, malformed or unusual sequences) through a [`super::pgward::RawSession`].
+
+/// A typed message: tag, length, body.
+pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse of the unnamed statement, no parameter types.
+pub fn parse(query: &str) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(query.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    msg(b'P', &b)
+}
+
+/// Bind of the unnamed portal to the unnamed statement, text parameters.
+pub fn bind(params: &[&[u8]]) -> Vec<u8> {
+    let mut b = vec![0u8, 0u8];
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        b.extend_from_slice(p);
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    msg(b'B', &b)
+}
+
+/// Execute of the unnamed portal, all rows.
+pub fn execute() -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&0i32.to_be_bytes());
+    msg(b'E', &b)
+}
+
+pub fn sync() -> Vec<u8> {
+    msg(b'S', &[])
+}
+
+/// Parse, Bind and Execute of one statement without parameters (no Sync).
+pub fn pbe(query: &str) -> Vec<u8> {
+    let mut v = parse(query);
+    v.extend(bind(&[]));
+    v.extend(execute());
+    v
+}
