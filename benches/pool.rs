@@ -84,6 +84,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
         allow_cleartext_password: false,
         tls: pgward::config::BackendTlsSettings::disabled(),
         reset_on_handover: true,
+        max_prepared_statements: 200,
         pool: PoolSettings {
             mode: PoolMode::Transaction,
             size,

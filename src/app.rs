@@ -27,6 +27,8 @@ pub struct App {
     user_clients: Arc<Mutex<HashMap<String, usize>>>,
     /// Cancelled when pgward starts draining: sessions end at their next idle point.
     pub shutdown: CancellationToken,
+    /// Every distinct named statement clients prepared, with its server-side name.
+    pub statements: crate::session::prepared::StatementRegistry,
 }
 
 /// A counted client connection; the count drops with it.
@@ -93,6 +95,7 @@ impl App {
             clients: Arc::new(AtomicUsize::new(0)),
             user_clients: Arc::new(Mutex::new(HashMap::new())),
             shutdown: CancellationToken::new(),
+            statements: Default::default(),
         }))
     }
 

@@ -69,6 +69,27 @@ pub enum ClientError {
     NotInTransactionMode {
         what: &'static str,
     },
+    /// Parse of a statement name this client already uses.
+    DuplicatePreparedStatement {
+        name: String,
+    },
+    /// Bind/Describe/DEALLOCATE of a statement name this client has not prepared.
+    UnknownPreparedStatement {
+        name: String,
+    },
+    /// More named statements than one client may hold.
+    TooManyPreparedStatements {
+        limit: usize,
+    },
+    /// A command pgward answers itself, sent inside a failed transaction block.
+    InFailedTransaction,
+    /// The statement policy denies the statement. Names the policy and the statement's
+    /// fingerprint, never its text (it may carry literals that are secrets).
+    PolicyDenied {
+        policy: String,
+        fingerprint: String,
+        reason: String,
+    },
     ClientIdleTimeout,
     IdleInTransactionTimeout,
     ShuttingDown,
@@ -109,7 +130,13 @@ impl ClientError {
             ServerUnavailable { .. } => code::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             ServerConnectionLost => code::CONNECTION_FAILURE,
             NotInTransactionMode { .. } => code::FEATURE_NOT_SUPPORTED,
-            UnnamedStatementMissing => code::INVALID_SQL_STATEMENT_NAME,
+            UnnamedStatementMissing | UnknownPreparedStatement { .. } => {
+                code::INVALID_SQL_STATEMENT_NAME
+            }
+            DuplicatePreparedStatement { .. } => code::DUPLICATE_PREPARED_STATEMENT,
+            TooManyPreparedStatements { .. } => code::PROGRAM_LIMIT_EXCEEDED,
+            InFailedTransaction => code::IN_FAILED_SQL_TRANSACTION,
+            PolicyDenied { .. } => code::INSUFFICIENT_PRIVILEGE,
             ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
             IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             ShuttingDown => code::ADMIN_SHUTDOWN,
@@ -121,7 +148,12 @@ impl ClientError {
             // The session survives these: the request fails, the client may retry.
             ClientError::NotInTransactionMode { .. }
             | ClientError::CheckoutTimeout { .. }
-            | ClientError::UnnamedStatementMissing => Severity::Error,
+            | ClientError::UnnamedStatementMissing
+            | ClientError::DuplicatePreparedStatement { .. }
+            | ClientError::UnknownPreparedStatement { .. }
+            | ClientError::TooManyPreparedStatements { .. }
+            | ClientError::InFailedTransaction
+            | ClientError::PolicyDenied { .. } => Severity::Error,
             _ => Severity::Fatal,
         }
     }
@@ -168,6 +200,26 @@ impl ClientError {
             NotInTransactionMode { what } => {
                 format!("{what} is not supported in transaction pooling mode")
             }
+            DuplicatePreparedStatement { name } => {
+                format!("prepared statement \"{name}\" already exists")
+            }
+            UnknownPreparedStatement { name } => {
+                format!("prepared statement \"{name}\" does not exist")
+            }
+            TooManyPreparedStatements { limit } => {
+                format!("too many prepared statements: one client may hold at most {limit}")
+            }
+            InFailedTransaction => {
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .into()
+            }
+            PolicyDenied {
+                policy,
+                fingerprint,
+                reason,
+            } => format!(
+                "statement denied by pgward policy \"{policy}\" (fingerprint {fingerprint}): {reason}"
+            ),
             ClientIdleTimeout => "terminating connection due to idle-session timeout".into(),
             IdleInTransactionTimeout => {
                 "terminating connection due to idle-in-transaction timeout".into()

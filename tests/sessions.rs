@@ -291,17 +291,7 @@ fn ssl_and_gssenc_requests_are_answered_no() {
 
 /// Reads to ReadyForQuery; returns (error codes, data rows as text).
 fn until_ready(s: &mut support::pgward::RawSession) -> (Vec<String>, Vec<String>) {
-    let mut errors = Vec::new();
-    let mut rows = Vec::new();
-    loop {
-        let (tag, body) = s.read_message();
-        match tag {
-            b'E' => errors.push(support::pgward::error_code(&body)),
-            b'D' => rows.push(String::from_utf8_lossy(&body).into_owned()),
-            b'Z' => return (errors, rows),
-            _ => {}
-        }
-    }
+    s.until_ready()
 }
 
 #[test]
@@ -345,13 +335,13 @@ fn a_refusal_inside_a_pipeline_skips_to_sync_like_postgres() {
     use support::pgward::RawSession;
     let env = TestEnv::start();
     let mut s = RawSession::login(env.port(), "appdb");
-    // First statement runs; the second is a named prepared statement (refused in transaction
-    // mode); the rest until Sync is skipped; one ReadyForQuery ends it.
+    // First statement runs; the second is LISTEN (refused in transaction mode); the rest
+    // until Sync is skipped; one ReadyForQuery ends it.
     let mut batch = msg(b'P', b"\0SELECT 'first'\0\0\0");
     batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
     batch.extend(msg(b'E', b"\0\0\0\0\0"));
-    batch.extend(msg(b'P', b"named\0SELECT 'second'\0\0\0"));
-    batch.extend(msg(b'B', b"\0named\0\0\0\0\0\0\0"));
+    batch.extend(msg(b'P', b"\0LISTEN second\0\0\0"));
+    batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
     batch.extend(msg(b'E', b"\0\0\0\0\0"));
     batch.extend(msg(b'S', b""));
     s.send(&batch);

@@ -232,6 +232,8 @@ pub struct Database {
     pub tls: BackendTlsSettings,
     /// Transaction mode: reset session settings whenever a connection changes hands.
     pub reset_on_handover: bool,
+    /// Transaction mode: named prepared statements kept per server connection; 0 refuses them.
+    pub max_prepared_statements: usize,
 }
 
 /// Loads a config file with environment overrides and validates it.
@@ -472,6 +474,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         let db = Database {
             tls,
             reset_on_handover: d.reset_on_handover,
+            max_prepared_statements: d.max_prepared_statements as usize,
             name: d.name.clone(),
             target: Target {
                 host: d.host.clone(),

@@ -179,6 +179,14 @@ pub struct RawDatabase {
     /// connection passes to another client, pipelined in front of its first message.
     #[serde(default = "default_true")]
     pub reset_on_handover: bool,
+    /// Transaction mode: named prepared statements kept per server connection (LRU); 0
+    /// refuses named prepared statements.
+    #[serde(default = "default_max_prepared_statements")]
+    pub max_prepared_statements: u64,
+}
+
+fn default_max_prepared_statements() -> u64 {
+    200
 }
 
 fn default_true() -> bool {

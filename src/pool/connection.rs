@@ -88,6 +88,8 @@ pub struct ServerConn {
     pub dirty: bool,
     /// The client (its cancel key's pid) that used this connection last.
     pub last_client: Option<i32>,
+    /// The named statements pgward prepared on this connection (transaction mode).
+    pub prepared: crate::session::prepared::ServerStatements,
 }
 
 impl ServerConn {
@@ -164,6 +166,7 @@ impl ServerConn {
             applied: Some(Arc::new(SessionParams::default())),
             dirty: false,
             last_client: None,
+            prepared: Default::default(),
         };
         let mut out = BytesMut::new();
         msg::put_startup(

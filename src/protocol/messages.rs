@@ -408,6 +408,14 @@ pub fn put_query(buf: &mut BytesMut, sql: &str) {
     );
 }
 
+/// CommandComplete ('C') with its command tag.
+pub fn put_command_complete(buf: &mut BytesMut, tag: &str) {
+    put(
+        &pgwire::messages::response::CommandComplete::new(tag.to_owned()),
+        buf,
+    );
+}
+
 /// PasswordMessage ('p') with raw bytes: cleartext/md5 password, or SASL response data.
 pub fn put_password_bytes(buf: &mut BytesMut, data: &[u8], nul_terminated: bool) {
     buf.put_u8(b'p');

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod io;
+pub mod prepared;
 pub mod relay;
 pub mod state;
 pub mod statement;

@@ -30,6 +30,9 @@ use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::cancel::Registration;
 use crate::session::io::send_all;
+use crate::session::prepared::{
+    ClientStatements, MAX_CLIENT_STATEMENTS, Replies, ReplyAction, StatementDef, Synthetic,
+};
 use crate::session::state::SessionParams;
 use crate::session::statement::{self, SessionEffect};
 
@@ -46,7 +49,12 @@ fn inspect_client(tag: u8) -> bool {
 }
 
 fn inspect_server(tag: u8) -> bool {
-    matches!(tag, b'Z' | b'C' | b'E' | b'I' | b's' | b'G' | b'W')
+    // Everything that completes an answer to a client message (see `prepared::Replies`), and
+    // what changes the session's state. Rows and COPY data stream through.
+    matches!(
+        tag,
+        b'Z' | b'C' | b'E' | b'I' | b's' | b'G' | b'W' | b'1' | b'2' | b'3' | b'T' | b'n'
+    )
 }
 
 /// Why the session ended (for the log).
@@ -162,6 +170,20 @@ pub struct Relay<S> {
     /// ReadyForQuery messages of pgward's own preparation queries still to come; everything
     /// the server sends until then is dropped.
     discard_until_ready: usize,
+
+    // Transaction mode only: named prepared statements (see `prepared`).
+    /// This client's named statements.
+    statements: ClientStatements,
+    /// The answers owed to the client, pgward's own swallowed or synthesized among them.
+    replies: Replies,
+    /// Segments (Syncs and Queries) sent: a Parse not yet answered serves only its own segment.
+    segment: u64,
+    /// Named statements kept per server connection; 0 refuses them.
+    max_prepared: usize,
+    /// Bytes for the server, assembled when client frames had to be rewritten.
+    sout: BytesMut,
+    /// Bytes for the client, assembled when server messages were swallowed or answers made up.
+    cout: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -176,6 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         cancel: Registration,
     ) -> Self {
         let mode = pool.settings().mode;
+        let max_prepared = pool.database.max_prepared_statements;
         let max_message = app.config.server.max_message_bytes;
         Relay {
             app,
@@ -211,6 +234,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             deadline: None,
             server_state_unknown: false,
             discard_until_ready: 0,
+            statements: ClientStatements::default(),
+            replies: Replies::default(),
+            segment: 0,
+            max_prepared,
+            sout: BytesMut::new(),
+            cout: BytesMut::new(),
         }
     }
 
@@ -238,6 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             && self.pending_syncs == 0
             && !self.extended_open
             && self.swallow_ready == 0
+            && self.replies.is_empty()
             && self.tx_status == TxStatus::Idle
             && !self.copy_in
             && !self.sscan.mid_message()
@@ -421,10 +451,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     /// Writes `cbuf[from..to]` to the server. While the server does not take more, what it
     /// sends is read and relayed: a server blocked writing results stops reading, so a relay
     /// that only waited on its write would deadlock a long pipeline.
+    ///
+    /// Frames rewritten on the way (named statements) are assembled in `sout`: then the range
+    /// joins them there and everything goes out in one write.
     async fn forward_client(&mut self, from: usize, to: usize) -> Result<(), SessionEnd> {
+        if !self.sout.is_empty() {
+            if from < to {
+                self.sout.extend_from_slice(&self.cbuf[from..to]);
+            }
+            let end = self.sout.len();
+            let r = self.write_server(true, 0, end).await;
+            self.sout.clear();
+            return r;
+        }
         if from >= to {
             return Ok(());
         }
+        self.write_server(false, from, to).await
+    }
+
+    /// Writes `sout[from..to]` (`staged`) or `cbuf[from..to]` to the server; see
+    /// [`Relay::forward_client`].
+    async fn write_server(
+        &mut self,
+        staged: bool,
+        from: usize,
+        to: usize,
+    ) -> Result<(), SessionEnd> {
         let lost = || SessionEnd::ClientError(ClientError::ServerConnectionLost);
         let mut written = from;
         loop {
@@ -432,7 +485,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 return Ok(());
             };
             frame::make_room(&mut conn.buf);
-            let pending = &self.cbuf[written..to];
+            let pending = if staged {
+                &self.sout[written..to]
+            } else {
+                &self.cbuf[written..to]
+            };
             let step = std::future::poll_fn(|cx| {
                 let wrote = if pending.is_empty() {
                     // Everything handed over: make TLS push out its last records.
@@ -531,8 +588,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 *fwd = pos;
                 return self.refuse(tag, err).await;
             }
+            Decision::Local(local) => return self.answer_locally(tag, local).await,
             Decision::Forward(track) => track.unwrap_or(Tracked::Nothing),
         };
+
+        if let Tracked::NamedParse { name, def } = &track
+            && self.server.is_none()
+            && def.validated()
+        {
+            // A statement some server has accepted: no server needed to accept it again
+            // (see `StatementDef::validated`). Nothing is owed without a server, so the
+            // answer goes out now.
+            let undo = self.statements.insert(name, Arc::clone(def));
+            self.replies
+                .push_synthetic(Synthetic::ParseComplete, Some(undo));
+            self.write_due_synthetic().await?;
+            return Ok((Step::Next, false));
+        }
+
+        if tag == b'S' && self.server.is_none() && self.tracking() {
+            // Nothing is open without a server (a client's Close of a statement needs none):
+            // answer the Sync as the server would, without taking a connection for it.
+            self.out.clear();
+            msg::put_ready(&mut self.out, TxStatus::Idle);
+            self.write_out().await?;
+            return Ok((Step::Next, false));
+        }
 
         if self.server.is_none() {
             // Nothing before this frame in the batch was forwarded (no server), so the
@@ -544,8 +625,162 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 };
             }
         }
-        self.note_forwarded(tag, track);
+        match track {
+            Tracked::NamedParse { name, def } => {
+                self.stage_preceding(fwd, pos);
+                *fwd = pos + len;
+                self.extended_open = true;
+                self.forward_named_parse(name, def).await?;
+            }
+            Tracked::NamedBind { portal, def } => {
+                self.stage_preceding(fwd, pos);
+                *fwd = pos + len;
+                self.extended_open = true;
+                self.ensure_prepared(&def);
+                // Bind body: portal NUL, statement NUL, the rest (never decoded here).
+                let body = &self.cbuf[pos + 5..pos + len];
+                let portal_end = portal.len() + 1;
+                let stmt_end = body[portal_end..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map(|i| portal_end + i + 1)
+                    .unwrap_or(body.len());
+                def.put_renamed(&mut self.sout, b'B', &body[..portal_end], &body[stmt_end..]);
+                self.replies.push_pass();
+                self.portals.retain(|(n, _)| n != &portal);
+                self.portals.push((portal, def.effect.clone()));
+            }
+            Tracked::NamedDescribe(def) => {
+                self.stage_preceding(fwd, pos);
+                *fwd = pos + len;
+                self.extended_open = true;
+                self.ensure_prepared(&def);
+                def.put_renamed(&mut self.sout, b'D', b"S", b"");
+                self.replies.push_pass();
+            }
+            track => self.note_forwarded(tag, track),
+        }
         Ok((Step::Next, true))
+    }
+
+    /// Moves the client bytes before the frame at `pos` into `sout`, in front of what pgward
+    /// writes there next.
+    fn stage_preceding(&mut self, fwd: &mut usize, pos: usize) {
+        if *fwd < pos {
+            self.sout.extend_from_slice(&self.cbuf[*fwd..pos]);
+        }
+        *fwd = pos;
+    }
+
+    /// A client's Parse of a named statement: answered from the server's own copy if it has
+    /// one, else sent under the statement's server name.
+    async fn forward_named_parse(
+        &mut self,
+        name: String,
+        def: Arc<StatementDef>,
+    ) -> Result<(), SessionEnd> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        if server.prepared.usable(def.id, self.segment) {
+            let undo = self.statements.insert(&name, def);
+            self.replies
+                .push_synthetic(Synthetic::ParseComplete, Some(undo));
+            return self.write_due_synthetic().await;
+        }
+        // Close first: a no-op unless pgward's table and the server disagree (see `prepared`).
+        def.put_close(&mut self.sout);
+        self.replies.push_swallow();
+        def.put_parse(&mut self.sout);
+        let generation = server.prepared.insert_pending(&def, self.segment);
+        let undo = self.statements.insert(&name, Arc::clone(&def));
+        self.replies.push_parse(&def, generation, false, Some(undo));
+        self.evict_prepared();
+        Ok(())
+    }
+
+    /// Makes sure the server has `def` before a Bind or Describe that needs it: pgward's own
+    /// Parse, whose answer the client never sees.
+    fn ensure_prepared(&mut self, def: &Arc<StatementDef>) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        if server.prepared.usable(def.id, self.segment) {
+            return;
+        }
+        def.put_close(&mut self.sout);
+        self.replies.push_swallow();
+        def.put_parse(&mut self.sout);
+        let generation = server.prepared.insert_pending(def, self.segment);
+        self.replies.push_parse(def, generation, true, None);
+        self.evict_prepared();
+    }
+
+    /// Closes least recently used statements on the server beyond the pool's limit.
+    fn evict_prepared(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        while let Some(old) = server.prepared.evict_over(self.max_prepared) {
+            old.put_close(&mut self.sout);
+            self.replies.push_swallow();
+        }
+    }
+
+    /// Writes the synthetic answers that are due (nothing owed before them).
+    async fn write_due_synthetic(&mut self) -> Result<(), SessionEnd> {
+        if !self.replies.synthetic_due() {
+            return Ok(());
+        }
+        self.out.clear();
+        self.replies.drain_synthetic(&mut self.out);
+        self.write_out().await
+    }
+
+    /// Requests pgward answers itself: a client's Close of a named statement, `DEALLOCATE`.
+    async fn answer_locally(&mut self, tag: u8, local: Local) -> Result<(Step, bool), SessionEnd> {
+        match local {
+            Local::CloseStatement(name) => {
+                // PostgreSQL: closing a statement that does not exist is not an error. The
+                // server keeps its copy for other clients (the LRU bounds them).
+                let undo = self.statements.remove(&name);
+                self.replies
+                    .push_synthetic(Synthetic::CloseComplete, Some(undo));
+                self.write_due_synthetic().await?;
+                Ok((Step::Next, false))
+            }
+            Local::Deallocate(which) => {
+                // A simple Query: answered in order once the server owes nothing.
+                if self.pending_syncs > 0 || !self.replies.is_empty() || self.extended_open {
+                    return Ok((Step::Pause, false));
+                }
+                let status = self.client_status();
+                self.out.clear();
+                let result = if status == TxStatus::Failed {
+                    Err(ClientError::InFailedTransaction)
+                } else {
+                    match which {
+                        None => {
+                            self.statements.clear();
+                            Ok("DEALLOCATE ALL")
+                        }
+                        Some(name) if self.statements.get(&name).is_some() => {
+                            self.statements.remove(&name);
+                            Ok("DEALLOCATE")
+                        }
+                        Some(name) => Err(ClientError::UnknownPreparedStatement { name }),
+                    }
+                };
+                match result {
+                    Ok(done) => msg::put_command_complete(&mut self.out, done),
+                    Err(e) => e.write_to(&mut self.out),
+                }
+                debug_assert_eq!(tag, b'Q');
+                msg::put_ready(&mut self.out, status);
+                self.write_out().await?;
+                Ok((Step::Next, false))
+            }
+        }
     }
 
     /// The transaction-mode rules: what cannot be shared is refused; session changes are noted.
@@ -562,6 +797,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 if let Some(what) = unshareable(&stmts) {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
                 }
+                let deallocate = stmts.iter().flatten().find_map(|(e, _)| match e {
+                    SessionEffect::Deallocate(which) => Some(which.clone()),
+                    _ => None,
+                });
+                if let Some(which) = deallocate {
+                    if stmts.len() > 1 {
+                        return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
+                            what: "DEALLOCATE together with other statements in one query",
+                        }));
+                    }
+                    return Ok(Decision::Local(Local::Deallocate(which)));
+                }
                 // Several statements in one Query run as one implicit transaction: their
                 // session changes count only if the whole string succeeds.
                 let implicit_block = stmts.len() > 1;
@@ -574,9 +821,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             b'P' => {
                 let (name, query) = msg::decode_parse_raw(body).map_err(decode_violation)?;
                 if !name.is_empty() {
-                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
-                        what: "a named prepared statement",
-                    }));
+                    return self.decide_named_parse(body, name, query);
                 }
                 let stmts = classify_bytes(query);
                 if let Some(what) = unshareable(&stmts) {
@@ -594,9 +839,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             b'B' => {
                 let (portal, stmt) = msg::decode_bind_names(body).map_err(decode_violation)?;
                 if !stmt.is_empty() {
-                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
-                        what: "a named prepared statement",
-                    }));
+                    return Ok(match self.named_statement(stmt) {
+                        Ok(def) => Decision::Forward(Some(Tracked::NamedBind {
+                            portal: portal.to_owned(),
+                            def,
+                        })),
+                        Err(e) => Decision::Refuse(e),
+                    });
                 }
                 // The unnamed statement on this server may be another client's: only the one
                 // this client parsed during its current turn on the server may be bound.
@@ -611,9 +860,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 let what = if tag == b'D' { "Describe" } else { "Close" };
                 let (kind, name) = msg::decode_target(body, what).map_err(decode_violation)?;
                 if kind == b'S' && !name.is_empty() {
-                    return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
-                        what: "a named prepared statement",
-                    }));
+                    if tag == b'C' {
+                        return Ok(Decision::Local(Local::CloseStatement(name.to_owned())));
+                    }
+                    return Ok(match self.named_statement(name) {
+                        Ok(def) => Decision::Forward(Some(Tracked::NamedDescribe(def))),
+                        Err(e) => Decision::Refuse(e),
+                    });
                 }
                 if tag == b'D'
                     && kind == b'S'
@@ -637,6 +890,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         Ok(d)
     }
 
+    /// A client's Parse of a named statement: refused if the name is taken (as PostgreSQL
+    /// does) or the statement cannot be shared; else interned for its server-side name.
+    fn decide_named_parse(
+        &self,
+        body: &[u8],
+        name: &[u8],
+        query: &[u8],
+    ) -> Result<Decision, SessionEnd> {
+        if self.max_prepared == 0 {
+            return Ok(Decision::Refuse(ClientError::NotInTransactionMode {
+                what: "a named prepared statement (max_prepared_statements = 0)",
+            }));
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err(SessionEnd::ClientError(ClientError::ProtocolViolation {
+                reason: "statement name is not valid UTF-8".into(),
+            }));
+        };
+        if self.statements.get(name).is_some() {
+            return Ok(Decision::Refuse(ClientError::DuplicatePreparedStatement {
+                name: name.to_owned(),
+            }));
+        }
+        if self.statements.len() >= MAX_CLIENT_STATEMENTS {
+            return Ok(Decision::Refuse(ClientError::TooManyPreparedStatements {
+                limit: MAX_CLIENT_STATEMENTS,
+            }));
+        }
+        // The Parse body after the name: text, parameter types — the statement's identity.
+        let tail = &body[name.len() + 1..];
+        let def = self.app.statements.intern(tail, || {
+            let stmts = classify_bytes(query);
+            let refused = stmts
+                .iter()
+                .flatten()
+                .find(|(e, _)| matches!(e, SessionEffect::Unshareable(_)))
+                .cloned();
+            refused.or_else(|| stmts.into_iter().flatten().next())
+        });
+        if let Some((SessionEffect::Unshareable(what), _)) = &def.effect {
+            return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
+        }
+        Ok(Decision::Forward(Some(Tracked::NamedParse {
+            name: name.to_owned(),
+            def,
+        })))
+    }
+
+    /// The client's statement `name`, or PostgreSQL's error for a missing one.
+    fn named_statement(&self, name: &str) -> Result<Arc<StatementDef>, ClientError> {
+        if self.max_prepared == 0 {
+            return Err(ClientError::NotInTransactionMode {
+                what: "a named prepared statement (max_prepared_statements = 0)",
+            });
+        }
+        self.statements
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ClientError::UnknownPreparedStatement {
+                name: name.to_owned(),
+            })
+    }
+
     /// Bookkeeping for a frame that goes to the server.
     fn note_forwarded(&mut self, tag: u8, track: Tracked) {
         match tag {
@@ -644,6 +960,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.pending_syncs += 1;
                 self.pending_kinds.push_back(SyncKind::Query);
                 if self.tracking() {
+                    self.replies.push_query();
+                    self.segment += 1;
                     // A simple query destroys the unnamed statement.
                     self.unnamed_statement = None;
                     if let Tracked::Query(list) = track {
@@ -664,6 +982,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.extended_open = false;
                 if self.tracking() {
                     self.expects.push_back(Expect::SyncPoint);
+                    self.replies.push_sync();
+                    self.segment += 1;
                 }
             }
             b'c' | b'f' => self.client_copy_done = true,
@@ -672,11 +992,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.pending_kinds.push_back(SyncKind::Query);
                 if self.tracking() {
                     self.expects.push_back(Expect::SyncPoint);
+                    self.replies.push_query();
+                    self.segment += 1;
                 }
             }
             b'P' | b'B' | b'D' | b'C' | b'E' | b'H' => {
                 if tag != b'H' {
                     self.extended_open = true;
+                    if self.tracking() {
+                        self.replies.push_pass();
+                    }
                 }
                 match track {
                     Tracked::Parse(effect) => self.unnamed_statement = Some(effect),
@@ -725,10 +1050,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 put_failing_parse(&mut out);
                 out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
                 self.pending_kinds.push_back(SyncKind::Sync);
+                if self.mode == PoolMode::Transaction {
+                    self.replies.push_pass();
+                    self.replies.push_sync();
+                }
             } else {
                 msg::put_query(&mut out, REFUSAL_MARKER_QUERY);
                 self.pending_kinds.push_back(SyncKind::Query);
+                if self.mode == PoolMode::Transaction {
+                    self.replies.push_query();
+                }
             }
+            self.segment += 1;
             send_all(&mut server.stream, &out)
                 .await
                 .map_err(|_| SessionEnd::ClientError(ClientError::ServerConnectionLost))?;
@@ -793,6 +1126,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             return Ok(());
         };
         let server: &mut crate::pool::ServerConn = guard;
+        let tracking = self.mode == PoolMode::Transaction;
+        // What goes to the client is `server.buf[fwd..pos]`; once a message has been dropped
+        // or an answer made up, the bytes gather in `cout` instead, for one write.
         let mut pos = 0;
         let mut fwd = 0;
         loop {
@@ -828,12 +1164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         f.len
                     }
                 };
-                if fwd < pos {
-                    self.client
-                        .write_all(&server.buf[fwd..pos])
-                        .await
-                        .map_err(SessionEnd::Io)?;
-                }
+                self.cout.extend_from_slice(&server.buf[fwd..pos]);
                 pos += len;
                 fwd = pos;
                 continue;
@@ -842,7 +1173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 Chunk::Passthrough { len, .. } => len,
                 Chunk::Whole(f) => {
                     let body = &server.buf[pos + 5..pos + f.len];
-                    let swallow = on_server_message(
+                    let mut swallow = on_server_message(
                         f.tag,
                         body,
                         &mut ServerView {
@@ -854,7 +1185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             swallow_ready: &mut self.swallow_ready,
                             tx_status: &mut self.tx_status,
                             copy_in: &mut self.copy_in,
-                            tracking: self.mode == PoolMode::Transaction,
+                            tracking,
                             expects: &mut self.expects,
                             in_block: &mut self.in_block,
                             block_effects: &mut self.block_effects,
@@ -863,25 +1194,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             dirty: &mut server.dirty,
                         },
                     )?;
-                    if swallow {
-                        if fwd < pos {
-                            self.client
-                                .write_all(&server.buf[fwd..pos])
-                                .await
-                                .map_err(SessionEnd::Io)?;
+                    if tracking {
+                        let action = self.replies.on_server(
+                            f.tag,
+                            &mut server.prepared,
+                            &mut self.statements,
+                        );
+                        swallow |= action == ReplyAction::Swallow;
+                        match f.tag {
+                            b'G' => self.replies.on_copy_in(),
+                            // The server dropped every prepared statement (a client's DISCARD
+                            // ALL): so do pgward's tables, as PostgreSQL would for the client.
+                            b'C' if body.starts_with(b"DISCARD ALL") => {
+                                server.prepared.clear();
+                                self.statements.clear();
+                            }
+                            _ => {}
                         }
+                    }
+                    if swallow {
+                        self.cout.extend_from_slice(&server.buf[fwd..pos]);
                         fwd = pos + f.len;
+                    }
+                    if tracking && self.replies.synthetic_due() {
+                        let end = pos + f.len;
+                        self.cout.extend_from_slice(&server.buf[fwd.min(end)..end]);
+                        fwd = end;
+                        self.replies.drain_synthetic(&mut self.cout);
                     }
                     f.len
                 }
             };
             pos += len;
         }
-        if fwd < pos {
-            self.client
-                .write_all(&server.buf[fwd..pos])
-                .await
-                .map_err(SessionEnd::Io)?;
+        if self.cout.is_empty() {
+            if fwd < pos {
+                self.client
+                    .write_all(&server.buf[fwd..pos])
+                    .await
+                    .map_err(SessionEnd::Io)?;
+            }
+        } else {
+            self.cout.extend_from_slice(&server.buf[fwd..pos]);
+            let r = self.client.write_all(&self.cout).await;
+            self.cout.clear();
+            r.map_err(SessionEnd::Io)?;
         }
         // One flush per read from the server, after everything it brought.
         self.client.flush().await.map_err(SessionEnd::Io)?;
@@ -899,6 +1256,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             .map_err(|e| checkout_error(&self.pool, e))?;
         // The preparation is pipelined in front of the client's messages: no extra round
         // trip; its answers are dropped until its ReadyForQuery messages have passed.
+        if guard.dirty {
+            // DISCARD ALL comes first in the preparation: it drops every prepared statement.
+            guard.prepared.clear();
+        }
         let handover = guard.last_client != Some(self.cancel.key.pid);
         let reset = handover && self.pool.database.reset_on_handover;
         let queries = preparation_queries(&guard, &self.params, reset);
@@ -932,6 +1293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         };
         self.unnamed_statement = None;
         self.portals.clear();
+        self.replies.clear();
         self.sscan = FrameScanner::new();
         if !self.cancel.slot.detach(CANCEL_SETTLE).await {
             guard.discard();
@@ -947,6 +1309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             guard.dirty = true;
         }
         if guard.dirty {
+            guard.prepared.clear();
             match tokio::time::timeout(CLEANUP_TIMEOUT, guard.run_queries(&["DISCARD ALL"])).await {
                 Ok(Ok(TxStatus::Idle)) => {
                     guard.dirty = false;
@@ -1052,6 +1415,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.swallow_ready = 0;
             self.discard_until_ready = 0;
         }
+        // Which of the Parses in flight succeeded is unknown now: forget them (safe: pgward
+        // closes a name before preparing it again).
+        server.prepared.forget_unconfirmed();
+        self.replies.clear();
         self.copy_in = false;
         self.extended_open = false;
         if self.tx_status != TxStatus::Idle {
@@ -1076,6 +1443,9 @@ pub async fn prepare_server(
     params: &Arc<SessionParams>,
     reset: bool,
 ) -> Result<(), ServerError> {
+    if server.dirty {
+        server.prepared.clear();
+    }
     let queries = preparation_queries(server, params, reset);
     if queries.is_empty() {
         return Ok(());
@@ -1130,6 +1500,15 @@ fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) 
 enum Decision {
     Forward(Option<Tracked>),
     Refuse(ClientError),
+    /// pgward answers it itself; nothing goes to the server.
+    Local(Local),
+}
+
+enum Local {
+    /// Close of a named statement: the client's name goes, the server keeps its copy.
+    CloseStatement(String),
+    /// `DEALLOCATE name` (or `ALL` for `None`) as a simple Query.
+    Deallocate(Option<String>),
 }
 
 enum Tracked {
@@ -1138,6 +1517,15 @@ enum Tracked {
     Parse(Option<(SessionEffect, String)>),
     Bind(String, Option<(SessionEffect, String)>),
     Execute(Option<(SessionEffect, String)>),
+    NamedParse {
+        name: String,
+        def: Arc<StatementDef>,
+    },
+    NamedBind {
+        portal: String,
+        def: Arc<StatementDef>,
+    },
+    NamedDescribe(Arc<StatementDef>),
 }
 
 enum Acquire {
@@ -1387,6 +1775,9 @@ fn apply_effect(params: &mut Arc<SessionParams>, dirty: &mut bool, e: SessionEff
         SessionEffect::Reset { name } => p.record_reset(&name),
         SessionEffect::ResetAll => p.record_reset_all(),
         SessionEffect::Untracked => *dirty = true,
-        SessionEffect::None | SessionEffect::TransactionScoped | SessionEffect::Unshareable(_) => {}
+        SessionEffect::None
+        | SessionEffect::TransactionScoped
+        | SessionEffect::Unshareable(_)
+        | SessionEffect::Deallocate(_) => {}
     }
 }

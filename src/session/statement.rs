@@ -25,6 +25,9 @@ pub enum SessionEffect {
     Untracked,
     /// Cannot be shared between clients: refused in transaction pooling mode.
     Unshareable(&'static str),
+    /// `DEALLOCATE [PREPARE] name` (`Some`, the name as PostgreSQL folds it) or `… ALL`
+    /// (`None`): in transaction mode pgward answers it from the client's own statements.
+    Deallocate(Option<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,8 +316,22 @@ fn effect(toks: &[Tok<'_>]) -> SessionEffect {
         E::Unshareable("LISTEN")
     } else if word_is(first, "prepare") && !word_is(toks.get(1), "transaction") {
         E::Unshareable("PREPARE (SQL-level prepared statements)")
-    } else if word_is(first, "execute") || word_is(first, "deallocate") {
-        E::Unshareable("EXECUTE / DEALLOCATE of SQL-level prepared statements")
+    } else if word_is(first, "deallocate") {
+        let rest = if word_is(toks.get(1), "prepare") {
+            &toks[2..]
+        } else {
+            &toks[1..]
+        };
+        match rest {
+            [Tok::Word(w)] if w.eq_ignore_ascii_case("all") => E::Deallocate(None),
+            [Tok::Word(w)] => E::Deallocate(Some(w.to_ascii_lowercase())),
+            [Tok::Quoted(q)] if q.len() >= 2 => {
+                E::Deallocate(Some(q[1..q.len() - 1].replace("\"\"", "\"")))
+            }
+            _ => E::Unshareable("this form of DEALLOCATE"),
+        }
+    } else if word_is(first, "execute") {
+        E::Unshareable("EXECUTE of SQL-level prepared statements")
     } else if word_is(first, "declare") {
         let hold = toks
             .windows(2)
@@ -473,6 +490,16 @@ mod tests {
         );
         assert_eq!(one("RESET ALL"), E::ResetAll);
         assert_eq!(one("DISCARD ALL"), E::ResetAll);
+        assert_eq!(one("DEALLOCATE ALL"), E::Deallocate(None));
+        assert_eq!(
+            one("deallocate prepare S_1"),
+            E::Deallocate(Some("s_1".into()))
+        );
+        assert_eq!(
+            one("DEALLOCATE \"S\"\"1\""),
+            E::Deallocate(Some("S\"1".into()))
+        );
+        assert!(matches!(one("DEALLOCATE a b"), E::Unshareable(_)));
     }
 
     #[test]

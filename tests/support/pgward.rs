@@ -396,6 +396,30 @@ impl RawSession {
         self.stream.write_all(bytes).expect("send");
     }
 
+    /// Reads up to the next ReadyForQuery; returns the SQLSTATEs of the errors and the data
+    /// rows (lossy text) received.
+    pub fn until_ready(&mut self) -> (Vec<String>, Vec<String>) {
+        let (errors, rows, _) = self.until_ready_tags();
+        (errors, rows)
+    }
+
+    /// Like [`RawSession::until_ready`], with the type bytes of every message received.
+    pub fn until_ready_tags(&mut self) -> (Vec<String>, Vec<String>, Vec<u8>) {
+        let mut errors = Vec::new();
+        let mut rows = Vec::new();
+        let mut tags = Vec::new();
+        loop {
+            let (tag, body) = self.read_message();
+            tags.push(tag);
+            match tag {
+                b'E' => errors.push(error_code(&body)),
+                b'D' => rows.push(String::from_utf8_lossy(&body).into_owned()),
+                b'Z' => return (errors, rows, tags),
+                _ => {}
+            }
+        }
+    }
+
     /// Reads until the connection closes; returns the SQLSTATEs of the errors received.
     pub fn errors_until_closed(&mut self) -> Vec<String> {
         let mut codes = Vec::new();

@@ -49,3 +49,39 @@ pub fn pbe(query: &str) -> Vec<u8> {
     v.extend(execute());
     v
 }
+
+/// Parse of a named statement with parameter type OIDs (0 = unspecified).
+pub fn parse_named(name: &str, query: &str, types: &[u32]) -> Vec<u8> {
+    let mut b = name.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(query.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&(types.len() as i16).to_be_bytes());
+    for t in types {
+        b.extend_from_slice(&t.to_be_bytes());
+    }
+    msg(b'P', &b)
+}
+
+/// Bind of the unnamed portal to the named statement `name`, text parameters.
+pub fn bind_named(name: &str, params: &[&[u8]]) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(name.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        b.extend_from_slice(p);
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    msg(b'B', &b)
+}
+
+/// Describe ('S') or Close ('S') of a named statement: `tag` is `b'D'` or `b'C'`.
+pub fn statement_target(tag: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![b'S'];
+    b.extend_from_slice(name.as_bytes());
+    b.push(0);
+    msg(tag, &b)
+}

@@ -1,0 +1,694 @@
+//! Named prepared statements in transaction mode, where a client's statements must work on
+//! whichever server connection it holds next.
+//!
+//! Three tables and one queue:
+//! - [`StatementRegistry`] (one per process) interns each distinct statement — its full text and
+//!   parameter types, compared byte for byte, never by hash alone — and gives it a stable
+//!   server-side name, `pgward_<id>`;
+//! - [`ClientStatements`] (one per client) maps the client's own names to those statements, so
+//!   two clients may use one name for different SQL;
+//! - [`ServerStatements`] (one per server connection, travelling with it through the pool) says
+//!   which statements that server has prepared, bounded by an LRU whose evictions are closed on
+//!   the server;
+//! - [`Replies`] follows every message sent to the server until its answer has come back, so that
+//!   answers to what pgward sent on its own (a Parse before a Bind, a Close of an evicted
+//!   statement) are swallowed, and answers pgward gives itself (ParseComplete for a statement
+//!   the server already has, CloseComplete for a client's Close) go out in protocol order.
+//!
+//! Robustness over cleverness: every Parse pgward sends for a statement it does not know to be
+//! on the server is preceded by a Close of the same name (a no-op when absent), so if pgward's
+//! table and the server ever disagree, the worst case is one needless round of preparation,
+//! never a "prepared statement already exists" error.
+//!
+//! Hand-written: no crate does this. The registry is a mutex-protected map touched once per
+//! client Parse; per execution, a Bind costs one lookup in the client's map and one in the
+//! server's.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{BufMut, BytesMut};
+
+use crate::session::statement::SessionEffect;
+
+/// How many named statements one client may hold (PostgreSQL has no limit; a pooler must).
+pub const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
+/// One distinct statement: text and parameter types as the client sent them.
+#[derive(Debug)]
+pub struct StatementDef {
+    pub id: u64,
+    /// The name it has on every server connection: `pgward_<id>`.
+    pub server_name: Box<str>,
+    /// The Parse body after the statement name: query text, NUL, parameter count and types.
+    parse_tail: Box<[u8]>,
+    /// What running it does to session state (for transaction-mode tracking).
+    pub effect: Option<(SessionEffect, String)>,
+    /// Some server has accepted it. A client's Parse of a validated statement is answered
+    /// without taking a server connection: drivers that prepare synchronously (pgbench,
+    /// libpq's PQprepare) would otherwise wait for a server while their other connections,
+    /// held in transactions, wait for them. PostgreSQL re-checks it at Bind anyway.
+    validated: AtomicBool,
+}
+
+impl StatementDef {
+    pub fn validated(&self) -> bool {
+        self.validated.load(Ordering::Relaxed)
+    }
+
+    /// The SQL text as sent (in the client's encoding).
+    pub fn query(&self) -> &[u8] {
+        let end = self
+            .parse_tail
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.parse_tail.len());
+        &self.parse_tail[..end]
+    }
+
+    /// Appends a Parse of this statement under its server name.
+    pub fn put_parse(&self, out: &mut BytesMut) {
+        let len = 4 + self.server_name.len() + 1 + self.parse_tail.len();
+        out.put_u8(b'P');
+        out.put_i32(len as i32);
+        out.put_slice(self.server_name.as_bytes());
+        out.put_u8(0);
+        out.put_slice(&self.parse_tail);
+    }
+
+    /// Appends a Close of this statement's server name.
+    pub fn put_close(&self, out: &mut BytesMut) {
+        out.put_u8(b'C');
+        out.put_i32((4 + 1 + self.server_name.len() + 1) as i32);
+        out.put_u8(b'S');
+        out.put_slice(self.server_name.as_bytes());
+        out.put_u8(0);
+    }
+
+    /// Appends `msg` (a Bind or Describe body starting at `prefix`'s end with the client's
+    /// statement name) re-targeted at the server name: `tag`, `prefix`, server name, `rest`.
+    pub fn put_renamed(&self, out: &mut BytesMut, tag: u8, prefix: &[u8], rest: &[u8]) {
+        let len = 4 + prefix.len() + self.server_name.len() + 1 + rest.len();
+        out.put_u8(tag);
+        out.put_i32(len as i32);
+        out.put_slice(prefix);
+        out.put_slice(self.server_name.as_bytes());
+        out.put_u8(0);
+        out.put_slice(rest);
+    }
+}
+
+/// Interns statements process-wide so equal statements share one server name.
+#[derive(Debug, Default)]
+pub struct StatementRegistry {
+    map: Mutex<RegistryMap>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct RegistryMap {
+    /// Keyed by the full Parse tail: equal keys are equal statements, byte for byte.
+    by_key: HashMap<Box<[u8]>, Weak<StatementDef>>,
+    /// When to sweep out statements nobody holds any more.
+    sweep_at: usize,
+}
+
+impl StatementRegistry {
+    /// The shared definition for `parse_tail` (the Parse body after its name); `effect` is
+    /// computed only for a statement seen for the first time.
+    pub fn intern(
+        &self,
+        parse_tail: &[u8],
+        effect: impl FnOnce() -> Option<(SessionEffect, String)>,
+    ) -> Arc<StatementDef> {
+        // A poisoned lock only means another session panicked mid-insert; the map is still a
+        // valid map.
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(def) = map.by_key.get(parse_tail).and_then(Weak::upgrade) {
+            return def;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let def = Arc::new(StatementDef {
+            id,
+            server_name: format!("pgward_{id}").into_boxed_str(),
+            parse_tail: parse_tail.into(),
+            effect: effect(),
+            validated: AtomicBool::new(false),
+        });
+        map.by_key.insert(parse_tail.into(), Arc::downgrade(&def));
+        if map.by_key.len() >= map.sweep_at {
+            map.by_key.retain(|_, w| w.strong_count() > 0);
+            map.sweep_at = (map.by_key.len() * 2).max(1024);
+        }
+        def
+    }
+
+    pub fn len(&self) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A client's named statements.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    map: HashMap<Box<str>, Arc<StatementDef>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &str) -> Option<&Arc<StatementDef>> {
+        self.map.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Sets `name` and returns how to undo it.
+    pub fn insert(&mut self, name: &str, def: Arc<StatementDef>) -> Undo {
+        let previous = self.map.insert(name.into(), def);
+        Undo {
+            name: name.into(),
+            previous,
+        }
+    }
+
+    /// Removes `name` and returns how to undo it.
+    pub fn remove(&mut self, name: &str) -> Undo {
+        let previous = self.map.remove(name);
+        Undo {
+            name: name.into(),
+            previous,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    fn revert(&mut self, undo: Undo) {
+        match undo.previous {
+            Some(def) => {
+                self.map.insert(undo.name, def);
+            }
+            None => {
+                self.map.remove(&undo.name);
+            }
+        }
+    }
+}
+
+/// How to take back one change to a client's statements if the server skips the message that
+/// made it (after an error, PostgreSQL ignores everything until Sync).
+#[derive(Debug)]
+pub struct Undo {
+    name: Box<str>,
+    previous: Option<Arc<StatementDef>>,
+}
+
+/// The statements one server connection has prepared, as far as pgward knows.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    entries: HashMap<u64, ServerStatement>,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct ServerStatement {
+    def: Arc<StatementDef>,
+    /// The server answered ParseComplete.
+    confirmed: bool,
+    /// Which client segment (Syncs and Queries sent) sent the Parse: a Parse still unanswered
+    /// is usable only by later messages of the same segment, which an error would skip too.
+    segment: u64,
+    /// Identifies this insertion, so a late answer to an older Parse changes nothing.
+    generation: u64,
+    last_used: u64,
+}
+
+impl ServerStatements {
+    /// True if a message of `segment` may use statement `id` on this server now.
+    pub fn usable(&mut self, id: u64, segment: u64) -> bool {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.entries.get_mut(&id) {
+            Some(e) if e.confirmed || e.segment == segment => {
+                e.last_used = tick;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a Parse of `def` just sent; returns its generation.
+    pub fn insert_pending(&mut self, def: &Arc<StatementDef>, segment: u64) -> u64 {
+        self.tick += 1;
+        let generation = self.tick;
+        self.entries.insert(
+            def.id,
+            ServerStatement {
+                def: Arc::clone(def),
+                confirmed: false,
+                segment,
+                generation,
+                last_used: generation,
+            },
+        );
+        generation
+    }
+
+    fn confirm(&mut self, id: u64, generation: u64) {
+        if let Some(e) = self.entries.get_mut(&id)
+            && e.generation == generation
+        {
+            e.confirmed = true;
+        }
+    }
+
+    fn forget(&mut self, id: u64, generation: u64) {
+        if self
+            .entries
+            .get(&id)
+            .is_some_and(|e| e.generation == generation)
+        {
+            self.entries.remove(&id);
+        }
+    }
+
+    /// The least recently used confirmed statement, removed, when more than `capacity` are
+    /// held: the caller closes it on the server.
+    pub fn evict_over(&mut self, capacity: usize) -> Option<Arc<StatementDef>> {
+        if self.entries.len() <= capacity {
+            return None;
+        }
+        let (&id, _) = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.confirmed)
+            .min_by_key(|(_, e)| e.last_used)?;
+        self.entries.remove(&id).map(|e| e.def)
+    }
+
+    /// The server forgot everything (DISCARD ALL, DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Drops entries whose Parse was never answered: after a disorderly end their fate is
+    /// unknown (the Close-before-Parse rule makes forgetting them safe).
+    pub fn forget_unconfirmed(&mut self) {
+        self.entries.retain(|_, e| e.confirmed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// An answer pgward gives itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synthetic {
+    ParseComplete,
+    CloseComplete,
+}
+
+impl Synthetic {
+    fn tag(self) -> u8 {
+        match self {
+            Synthetic::ParseComplete => b'1',
+            Synthetic::CloseComplete => b'3',
+        }
+    }
+}
+
+/// What an answer still owed by the server (or by pgward) is, oldest first.
+#[derive(Debug)]
+enum Reply {
+    /// `n` extended-protocol messages whose answers go to the client untouched.
+    Pass(u32),
+    /// A simple Query (or FunctionCall): answered up to its ReadyForQuery.
+    Query,
+    /// An extended-protocol Sync: after an error, the server skips everything up to here.
+    Sync,
+    /// A Parse of a statement on this server.
+    Parse {
+        def: Arc<StatementDef>,
+        generation: u64,
+        /// pgward sent it on its own: its ParseComplete is not the client's.
+        swallow: bool,
+        /// The client's name for it, taken back if the Parse fails or is skipped.
+        undo: Option<Undo>,
+    },
+    /// A message pgward sent on its own whose answer is not the client's.
+    Swallow,
+    /// An answer pgward gives itself when its turn comes.
+    Synthetic(Synthetic, Option<Undo>),
+}
+
+/// What to do with one server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyAction {
+    Forward,
+    Swallow,
+}
+
+/// The answers owed to the client, in order (see the module comment).
+#[derive(Debug, Default)]
+pub struct Replies {
+    queue: VecDeque<Reply>,
+}
+
+impl Replies {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    /// True if a synthetic answer is due now (everything before it has been answered).
+    pub fn synthetic_due(&self) -> bool {
+        matches!(self.queue.front(), Some(Reply::Synthetic(..)))
+    }
+
+    /// An extended-protocol message whose answer goes to the client as it is.
+    pub fn push_pass(&mut self) {
+        if let Some(Reply::Pass(n)) = self.queue.back_mut() {
+            *n += 1;
+        } else {
+            self.queue.push_back(Reply::Pass(1));
+        }
+    }
+
+    pub fn push_query(&mut self) {
+        self.queue.push_back(Reply::Query);
+    }
+
+    pub fn push_sync(&mut self) {
+        self.queue.push_back(Reply::Sync);
+    }
+
+    pub fn push_parse(
+        &mut self,
+        def: &Arc<StatementDef>,
+        generation: u64,
+        swallow: bool,
+        undo: Option<Undo>,
+    ) {
+        self.queue.push_back(Reply::Parse {
+            def: Arc::clone(def),
+            generation,
+            swallow,
+            undo,
+        });
+    }
+
+    pub fn push_swallow(&mut self) {
+        self.queue.push_back(Reply::Swallow);
+    }
+
+    /// Queues an answer pgward gives itself; written out by [`Replies::drain_synthetic`] when
+    /// everything before it has been answered.
+    pub fn push_synthetic(&mut self, s: Synthetic, undo: Option<Undo>) {
+        self.queue.push_back(Reply::Synthetic(s, undo));
+    }
+
+    /// Writes the synthetic answers now at the head of the queue.
+    pub fn drain_synthetic(&mut self, out: &mut BytesMut) {
+        while let Some(Reply::Synthetic(s, _)) = self.queue.front() {
+            out.put_u8(s.tag());
+            out.put_i32(4);
+            self.queue.pop_front();
+        }
+    }
+
+    /// Accounts for one server message (only its tag matters). Call
+    /// [`Replies::drain_synthetic`] afterwards.
+    pub fn on_server(
+        &mut self,
+        tag: u8,
+        server: &mut ServerStatements,
+        client: &mut ClientStatements,
+    ) -> ReplyAction {
+        let Some(head) = self.queue.front_mut() else {
+            return ReplyAction::Forward;
+        };
+        match head {
+            Reply::Query | Reply::Sync => {
+                if tag == b'Z' {
+                    self.queue.pop_front();
+                }
+                ReplyAction::Forward
+            }
+            Reply::Synthetic(..) => {
+                // Synthetic answers are drained as soon as they reach the head; one here means
+                // the caller forgot to drain. Nothing of the server's completes it.
+                ReplyAction::Forward
+            }
+            _ => match tag {
+                b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => self.complete_head(server),
+                b'E' => {
+                    // The failing message is done, and the server skips everything else up to
+                    // the next Sync: their answers never come, synthetic ones included.
+                    let mut undos = Vec::new();
+                    while let Some(r) = self.queue.front() {
+                        if matches!(r, Reply::Sync) {
+                            break;
+                        }
+                        if let Some(r) = self.queue.pop_front() {
+                            match r {
+                                Reply::Parse {
+                                    def,
+                                    generation,
+                                    undo,
+                                    ..
+                                } => {
+                                    server.forget(def.id, generation);
+                                    undos.extend(undo);
+                                }
+                                Reply::Synthetic(_, undo) => undos.extend(undo),
+                                _ => {}
+                            }
+                        }
+                    }
+                    for u in undos.into_iter().rev() {
+                        client.revert(u);
+                    }
+                    ReplyAction::Forward
+                }
+                b'Z' => {
+                    // Out of step (should not happen): the server is back at a sync point, so
+                    // is the queue.
+                    while let Some(r) = self.queue.pop_front() {
+                        if matches!(r, Reply::Sync | Reply::Query) {
+                            break;
+                        }
+                    }
+                    ReplyAction::Forward
+                }
+                _ => ReplyAction::Forward,
+            },
+        }
+    }
+
+    fn complete_head(&mut self, server: &mut ServerStatements) -> ReplyAction {
+        match self.queue.front_mut() {
+            Some(Reply::Pass(n)) => {
+                *n -= 1;
+                if *n == 0 {
+                    self.queue.pop_front();
+                }
+                ReplyAction::Forward
+            }
+            Some(Reply::Parse {
+                def,
+                generation,
+                swallow,
+                ..
+            }) => {
+                server.confirm(def.id, *generation);
+                def.validated.store(true, Ordering::Relaxed);
+                let action = if *swallow {
+                    ReplyAction::Swallow
+                } else {
+                    ReplyAction::Forward
+                };
+                self.queue.pop_front();
+                action
+            }
+            Some(Reply::Swallow) => {
+                self.queue.pop_front();
+                ReplyAction::Swallow
+            }
+            _ => ReplyAction::Forward,
+        }
+    }
+
+    /// COPY FROM STDIN began: the Syncs already sent behind the Execute reach a server in COPY
+    /// mode, which ignores them.
+    pub fn on_copy_in(&mut self) {
+        if matches!(self.queue.front(), Some(Reply::Query) | None) {
+            return;
+        }
+        self.queue.retain(|r| !matches!(r, Reply::Sync));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(sql: &str, types: &[u32]) -> Vec<u8> {
+        let mut v = sql.as_bytes().to_vec();
+        v.push(0);
+        v.extend_from_slice(&(types.len() as i16).to_be_bytes());
+        for t in types {
+            v.extend_from_slice(&t.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn equal_statements_share_a_name_and_different_ones_never_do() {
+        let reg = StatementRegistry::default();
+        let a = reg.intern(&tail("SELECT 1", &[]), || None);
+        let b = reg.intern(&tail("SELECT 1", &[]), || None);
+        let c = reg.intern(&tail("SELECT 1 ", &[]), || None);
+        let d = reg.intern(&tail("SELECT 1", &[23]), || None);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_ne!(a.server_name, c.server_name);
+        assert_ne!(a.server_name, d.server_name);
+        assert_eq!(a.query(), b"SELECT 1");
+    }
+
+    #[test]
+    fn parse_and_close_messages_are_well_formed() {
+        let reg = StatementRegistry::default();
+        let def = reg.intern(&tail("SELECT $1", &[23]), || None);
+        let mut out = BytesMut::new();
+        def.put_parse(&mut out);
+        let (tag, len) = (out[0], i32::from_be_bytes([out[1], out[2], out[3], out[4]]));
+        assert_eq!(tag, b'P');
+        assert_eq!(len as usize, out.len() - 1);
+        let (name, query) = crate::protocol::messages::decode_parse_raw(&out[5..]).unwrap();
+        assert_eq!(name, def.server_name.as_bytes());
+        assert_eq!(query, b"SELECT $1");
+        out.clear();
+        def.put_close(&mut out);
+        let (kind, name) = crate::protocol::messages::decode_target(&out[5..], "Close").unwrap();
+        assert_eq!((kind, name), (b'S', &*def.server_name));
+    }
+
+    #[test]
+    fn swallowed_and_synthetic_answers_keep_protocol_order() {
+        let reg = StatementRegistry::default();
+        let def = reg.intern(&tail("SELECT 1", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        let mut r = Replies::default();
+        // Client: Bind s1 (pgward first sends Close + Parse), Execute, then Parse s2 of a
+        // statement the server has: ParseComplete synthesized after the Execute's answer.
+        r.push_swallow();
+        let g = server.insert_pending(&def, 1);
+        r.push_parse(&def, g, true, None);
+        r.push_pass();
+        r.push_pass();
+        let undo = client.insert("s2", Arc::clone(&def));
+        r.push_synthetic(Synthetic::ParseComplete, Some(undo));
+        r.push_sync();
+        let mut out = BytesMut::new();
+        let mut step = |tag, out: &mut BytesMut| {
+            let a = r.on_server(tag, &mut server, &mut client);
+            r.drain_synthetic(out);
+            a
+        };
+        assert_eq!(step(b'3', &mut out), ReplyAction::Swallow);
+        assert_eq!(step(b'1', &mut out), ReplyAction::Swallow);
+        assert_eq!(step(b'2', &mut out), ReplyAction::Forward);
+        assert_eq!(step(b'D', &mut out), ReplyAction::Forward);
+        assert!(out.is_empty());
+        assert_eq!(step(b'C', &mut out), ReplyAction::Forward);
+        assert_eq!(&out[..], b"1\0\0\0\x04");
+        assert_eq!(step(b'Z', &mut out), ReplyAction::Forward);
+        assert!(r.is_empty());
+        assert!(server.usable(def.id, 99));
+        assert!(def.validated());
+        assert!(client.get("s2").is_some());
+    }
+
+    #[test]
+    fn an_error_skips_to_sync_and_takes_back_what_was_skipped() {
+        let reg = StatementRegistry::default();
+        let old = reg.intern(&tail("SELECT 1", &[]), || None);
+        let new = reg.intern(&tail("SELECT 2", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        client.insert("s", Arc::clone(&old));
+        let mut r = Replies::default();
+        // Bind (fails), Close s (synthetic), Parse s as new text (sent), Sync.
+        r.push_pass();
+        let u1 = client.remove("s");
+        r.push_synthetic(Synthetic::CloseComplete, Some(u1));
+        let u2 = client.insert("s", Arc::clone(&new));
+        let g = server.insert_pending(&new, 1);
+        r.push_swallow();
+        r.push_parse(&new, g, false, Some(u2));
+        r.push_sync();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            r.on_server(b'E', &mut server, &mut client),
+            ReplyAction::Forward
+        );
+        r.drain_synthetic(&mut out);
+        assert!(out.is_empty(), "skipped messages get no synthetic answer");
+        assert!(Arc::ptr_eq(client.get("s").unwrap(), &old));
+        assert!(!server.usable(new.id, 2));
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_confirmed_statement() {
+        let reg = StatementRegistry::default();
+        let defs: Vec<_> = (0..3)
+            .map(|i| reg.intern(&tail(&format!("SELECT {i}"), &[]), || None))
+            .collect();
+        let mut s = ServerStatements::default();
+        for d in &defs {
+            let g = s.insert_pending(d, 1);
+            s.confirm(d.id, g);
+        }
+        assert!(s.usable(defs[0].id, 2));
+        assert!(s.evict_over(3).is_none());
+        let evicted = s.evict_over(2).unwrap();
+        assert_eq!(evicted.id, defs[1].id);
+        assert!(!s.usable(defs[1].id, 2));
+        assert!(s.usable(defs[2].id, 2));
+    }
+
+    #[test]
+    fn registry_sweeps_statements_nobody_holds() {
+        let reg = StatementRegistry::default();
+        for i in 0..3000 {
+            reg.intern(&tail(&format!("SELECT {i}"), &[]), || None);
+        }
+        assert!(reg.len() < 2100, "dead entries are swept: {}", reg.len());
+    }
+}

@@ -1,0 +1,284 @@
+//! Named prepared statements in transaction mode: each client's statements work on whichever
+//! server connection it gets, under the client's own names, without clients seeing each
+//! other's — checked with tokio-postgres and with raw protocol messages where the exact
+//! sequence matters.
+
+mod support;
+
+use support::pgward::{Options, RawSession, TestEnv, query_message};
+use support::wire::{bind_named, execute, parse_named, statement_target, sync};
+
+type Param = dyn tokio_postgres::types::ToSql + Sync;
+
+fn env_with(pool_size: usize) -> TestEnv {
+    TestEnv::with(Options {
+        pool_size,
+        ..Options::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokio_postgres_statements_are_reused_across_transactions_and_connections() {
+    let env = env_with(2);
+    let a = env.client("appdb").await;
+    let b = env.client("appdb").await;
+    let c = env.client("appdb").await;
+    let sa = a.prepare("SELECT $1::int + 1").await.expect("prepare a");
+    let sb = b
+        .prepare("SELECT $1::text || '-b'")
+        .await
+        .expect("prepare b");
+    let sc = c.prepare("SELECT $1::int + 1").await.expect("prepare c");
+    // Many rounds: with three clients on two server connections each statement runs on
+    // connections that did not prepare it.
+    for i in 0..30i32 {
+        let (text, ten) = (i.to_string(), i * 10);
+        let pa: [&Param; 1] = [&i];
+        let pb: [&Param; 1] = [&text];
+        let pc: [&Param; 1] = [&ten];
+        let (ra, rb, rc) = tokio::join!(
+            a.query_one(&sa, &pa),
+            b.query_one(&sb, &pb),
+            c.query_one(&sc, &pc),
+        );
+        assert_eq!(ra.expect("a").get::<_, i32>(0), i + 1);
+        assert_eq!(rb.expect("b").get::<_, String>(0), format!("{i}-b"));
+        assert_eq!(rc.expect("c").get::<_, i32>(0), i * 10 + 1);
+    }
+    // Inside an explicit transaction too.
+    a.batch_execute("BEGIN").await.expect("begin");
+    assert_eq!(
+        a.query_one(&sa, &[&41])
+            .await
+            .expect("in tx")
+            .get::<_, i32>(0),
+        42
+    );
+    a.batch_execute("COMMIT").await.expect("commit");
+    // Dropping a statement closes it for the client only; others keep theirs.
+    drop(sa);
+    assert_eq!(
+        c.query_one(&sc, &[&1])
+            .await
+            .expect("c after a's close")
+            .get::<_, i32>(0),
+        2
+    );
+    let again = a
+        .prepare("SELECT $1::int + 1")
+        .await
+        .expect("prepare again");
+    assert_eq!(
+        a.query_one(&again, &[&5])
+            .await
+            .expect("a again")
+            .get::<_, i32>(0),
+        6
+    );
+}
+
+#[test]
+fn two_clients_may_use_one_name_for_different_sql() {
+    let env = env_with(1);
+    let mut a = RawSession::login(env.port(), "appdb");
+    let mut b = RawSession::login(env.port(), "appdb");
+    for (s, text) in [(&mut a, "SELECT 'from-a'"), (&mut b, "SELECT 'from-b'")] {
+        let mut batch = parse_named("s1", text, &[]);
+        batch.extend(sync());
+        s.send(&batch);
+        let (errors, _) = s.until_ready();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    for _ in 0..3 {
+        for (s, want, other) in [(&mut a, "from-a", "from-b"), (&mut b, "from-b", "from-a")] {
+            let mut batch = bind_named("s1", &[]);
+            batch.extend(execute());
+            batch.extend(sync());
+            s.send(&batch);
+            let (errors, rows) = s.until_ready();
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(rows.len(), 1);
+            assert!(
+                rows[0].contains(want) && !rows[0].contains(other),
+                "{rows:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn postgres_errors_for_duplicate_and_unknown_names_and_the_session_goes_on() {
+    let env = env_with(2);
+    let mut s = RawSession::login(env.port(), "appdb");
+    let mut batch = parse_named("dup", "SELECT 1", &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    assert!(s.until_ready().0.is_empty());
+    // Same name again: 42P05, and the rest of the pipeline is skipped as PostgreSQL does.
+    let mut batch = parse_named("dup", "SELECT 2", &[]);
+    batch.extend(bind_named("dup", &[]));
+    batch.extend(execute());
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, rows) = s.until_ready();
+    assert_eq!(errors, vec!["42P05".to_string()]);
+    assert!(rows.is_empty());
+    // The original statement still works.
+    let mut batch = bind_named("dup", &[]);
+    batch.extend(execute());
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, rows) = s.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 1);
+    // Unknown name: 26000.
+    let mut batch = bind_named("nope", &[]);
+    batch.extend(execute());
+    batch.extend(sync());
+    s.send(&batch);
+    assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
+    // A Parse the server rejects leaves no name behind.
+    let mut batch = parse_named("bad", "SELEC 1", &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    assert_eq!(s.until_ready().0, vec!["42601".to_string()]);
+    let mut batch = bind_named("bad", &[]);
+    batch.extend(execute());
+    batch.extend(sync());
+    s.send(&batch);
+    assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
+}
+
+#[test]
+fn close_then_reparse_under_the_same_name_in_one_pipeline() {
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    let mut batch = parse_named("q", "SELECT 'old'", &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    assert!(s.until_ready().0.is_empty());
+    let mut batch = statement_target(b'C', "q");
+    batch.extend(parse_named("q", "SELECT 'new'", &[]));
+    batch.extend(bind_named("q", &[]));
+    batch.extend(execute());
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, rows, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("new"), "{rows:?}");
+    // CloseComplete, ParseComplete, BindComplete, DataRow, CommandComplete, ReadyForQuery:
+    // exactly what PostgreSQL answers, in its order.
+    assert_eq!(tags, b"312DCZ".to_vec());
+}
+
+#[test]
+fn describe_of_a_named_statement_on_another_connection() {
+    let env = env_with(1);
+    let mut a = RawSession::login(env.port(), "appdb");
+    let mut b = RawSession::login(env.port(), "appdb");
+    let mut batch = parse_named("d", "SELECT $1::int AS n, 'x'::text AS t", &[]);
+    batch.extend(sync());
+    a.send(&batch);
+    assert!(a.until_ready().0.is_empty());
+    // B takes the only connection and resets it with DISCARD ALL: A's statement is gone from
+    // the server, and pgward must prepare it again before A's Describe.
+    b.send(&query_message("DISCARD ALL"));
+    assert!(b.until_ready().0.is_empty());
+    let mut batch = statement_target(b'D', "d");
+    batch.extend(sync());
+    a.send(&batch);
+    let (errors, _, tags) = a.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    // ParameterDescription, RowDescription, ReadyForQuery — nothing of pgward's own Parse.
+    assert_eq!(tags, b"tTZ".to_vec());
+}
+
+#[test]
+fn deallocate_and_discard_all_act_on_the_clients_own_statements() {
+    let env = env_with(2);
+    let mut s = RawSession::login(env.port(), "appdb");
+    for name in ["one", "two", "three"] {
+        let mut batch = parse_named(name, "SELECT 1", &[]);
+        batch.extend(sync());
+        s.send(&batch);
+        assert!(s.until_ready().0.is_empty());
+    }
+    let run = |s: &mut RawSession, name: &str| {
+        let mut batch = bind_named(name, &[]);
+        batch.extend(execute());
+        batch.extend(sync());
+        s.send(&batch);
+        s.until_ready().0
+    };
+    s.send(&query_message("DEALLOCATE one"));
+    let (errors, _, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, b"CZ".to_vec());
+    assert_eq!(run(&mut s, "one"), vec!["26000".to_string()]);
+    assert!(run(&mut s, "two").is_empty());
+    s.send(&query_message("DEALLOCATE one"));
+    assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
+    s.send(&query_message("DEALLOCATE ALL"));
+    assert!(s.until_ready().0.is_empty());
+    assert_eq!(run(&mut s, "two"), vec!["26000".to_string()]);
+    // DISCARD ALL drops them too, as in PostgreSQL.
+    let mut batch = parse_named("four", "SELECT 1", &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    assert!(s.until_ready().0.is_empty());
+    s.send(&query_message("DISCARD ALL"));
+    assert!(s.until_ready().0.is_empty());
+    assert_eq!(run(&mut s, "four"), vec!["26000".to_string()]);
+}
+
+#[test]
+fn statements_per_server_connection_are_bounded_by_an_lru() {
+    // A database with a limit of 3 statements per server connection.
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        extra: r#"
+[[databases]]
+name = "lru"
+dbname = "appdb"
+port = PORT
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+pool_mode = "transaction"
+pool_size = 1
+max_prepared_statements = 3
+"#
+        .into(),
+        ..Options::default()
+    });
+    let mut s = RawSession::login(env.port(), "lru");
+    for i in 0..8 {
+        let mut batch = parse_named(&format!("s{i}"), &format!("SELECT {i}"), &[]);
+        batch.extend(sync());
+        s.send(&batch);
+        assert!(s.until_ready().0.is_empty());
+    }
+    // Every statement still works (evicted ones are prepared again), results are right.
+    for round in 0..2 {
+        for i in 0..8 {
+            let mut batch = bind_named(&format!("s{i}"), &[]);
+            batch.extend(execute());
+            batch.extend(sync());
+            s.send(&batch);
+            let (errors, rows) = s.until_ready();
+            assert!(errors.is_empty(), "round {round} s{i}: {errors:?}");
+            assert!(rows[0].ends_with(&i.to_string()), "{rows:?}");
+        }
+    }
+    s.send(&query_message(
+        "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'pgward_%'",
+    ));
+    let (errors, rows) = s.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    let n: usize = rows[0]
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a count");
+    assert!(n <= 3, "server holds {n} statements for a limit of 3");
+}
