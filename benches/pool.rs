@@ -72,6 +72,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
     let login = BackendLogin {
         user: "bench".into(),
         password: PasswordSource::None,
+        read_only: false,
     };
     let database = Arc::new(Database {
         name: "bench".into(),
@@ -98,6 +99,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
     let key = PoolKey {
         database: "bench".into(),
         backend_user: "bench".into(),
+        read_only: false,
     };
     let pool = Pool::new(key, database, login, None);
 

@@ -64,26 +64,34 @@ impl App {
             let key = PoolKey {
                 database: db.name.clone(),
                 backend_user: db.backend.user.clone(),
+                read_only: false,
             };
             let tls = backend_tls.get(&db.name).cloned();
             pools
                 .entry(key.clone())
                 .or_insert_with(|| Pool::new(key, Arc::clone(db), db.backend.clone(), tls));
         }
+        // Pools for users with their own backend role or a read-only policy.
         for user in config.users.values() {
-            let Some(login) = &user.backend else { continue };
+            let read_only = user.policy.as_ref().is_some_and(|p| p.read_only_backend());
+            if user.backend.is_none() && !read_only {
+                continue;
+            }
             for db in config.databases.values() {
                 if !user_may_use(user, &db.name) {
                     continue;
                 }
+                let mut login = user.backend.clone().unwrap_or_else(|| db.backend.clone());
+                login.read_only = read_only;
                 let key = PoolKey {
                     database: db.name.clone(),
                     backend_user: login.user.clone(),
+                    read_only,
                 };
                 let tls = backend_tls.get(&db.name).cloned();
                 pools
                     .entry(key.clone())
-                    .or_insert_with(|| Pool::new(key, Arc::clone(db), login.clone(), tls));
+                    .or_insert_with(|| Pool::new(key, Arc::clone(db), login, tls));
             }
         }
         Ok(Arc::new(App {
@@ -186,6 +194,7 @@ impl App {
         let key = PoolKey {
             database: db.name.clone(),
             backend_user: backend_user.clone(),
+            read_only: user.policy.as_ref().is_some_and(|p| p.read_only_backend()),
         };
         self.pools.get(&key).cloned().ok_or_else(unknown)
     }

@@ -2,7 +2,7 @@
 //! validation into typed values. Every problem is collected and reported at once, so an operator
 //! fixes a file in one pass. `pgward check-config` is a thin wrapper around [`load`].
 
-mod raw;
+pub mod raw;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +34,8 @@ pub struct Config {
     pub client_tls: Option<ClientTlsSettings>,
     pub users: HashMap<String, Arc<User>>,
     pub databases: HashMap<String, Arc<Database>>,
+    /// Statement policies by name (users hold theirs).
+    pub policies: HashMap<String, Arc<crate::policy::Policy>>,
     /// Key for mock SCRAM salts of unknown users: stable while the configured verifiers are, and
     /// derived from their secret keys so an outsider cannot predict it.
     pub mock_auth_key: [u8; 32],
@@ -68,6 +70,8 @@ pub struct User {
     pub backend: Option<BackendLogin>,
     /// Databases the user may ask for; `None`: all.
     pub databases: Option<Vec<String>>,
+    /// The statement policy for this user's sessions.
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 #[derive(Debug)]
@@ -163,6 +167,9 @@ impl BackendTlsSettings {
 pub struct BackendLogin {
     pub user: String,
     pub password: PasswordSource,
+    /// Log in with `default_transaction_read_only = on` as a startup parameter (for users whose
+    /// policy enforces read_only): a session default that RESET and DISCARD ALL return to.
+    pub read_only: bool,
 }
 
 /// Where a backend password comes from. Read at every new server connection, so replacing the
@@ -484,6 +491,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             backend: BackendLogin {
                 user: d.backend_user.clone(),
                 password,
+                read_only: false,
             },
             allow_cleartext_password: d.allow_cleartext_password,
             pool,
@@ -502,6 +510,18 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|f| read_users_file(&resolve(base, f), &mut errors))
         .unwrap_or_default();
+
+    let mut policies = HashMap::new();
+    for (name, p) in &raw.policies {
+        match crate::policy::PolicySettings::from_raw(name, p, base)
+            .and_then(crate::policy::Policy::new)
+        {
+            Ok(policy) => {
+                policies.insert(name.clone(), Arc::new(policy));
+            }
+            Err(e) => errors.push(format!("policies.{name}: {e}")),
+        }
+    }
 
     let mut users = HashMap::new();
     let mut mock_material = digest::Context::new(&digest::SHA256);
@@ -627,6 +647,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                     &what,
                     &mut errors,
                 ),
+                read_only: false,
             }),
             None => {
                 if u.backend_password_file.is_some() || u.backend_password_env.is_some() {
@@ -652,12 +673,23 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         if u.max_connections == Some(0) {
             errors.push(format!("{what}.max_connections must be at least 1"));
         }
+        let policy = match &u.policy {
+            None => None,
+            Some(p) => {
+                let found = policies.get(p).cloned();
+                if found.is_none() {
+                    errors.push(format!("{what}.policy: {p:?} is not a configured policy"));
+                }
+                found
+            }
+        };
         let user = User {
             name: u.name.clone(),
             auth,
             max_connections: u.max_connections.map(|n| n as usize),
             backend,
             databases: u.databases.clone(),
+            policy,
         };
         if users.insert(u.name.clone(), Arc::new(user)).is_some() {
             errors.push(format!("users: {:?} is defined twice", u.name));
@@ -679,6 +711,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                         max_connections: None,
                         backend: None,
                         databases: None,
+                        policy: None,
                     }),
                 );
             }
@@ -696,6 +729,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         client_tls,
         users,
         databases,
+        policies,
         mock_auth_key,
     })
 }

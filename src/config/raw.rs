@@ -16,6 +16,59 @@ pub struct RawConfig {
     pub users: Vec<RawUser>,
     #[serde(default)]
     pub databases: Vec<RawDatabase>,
+    /// Statement policies by name, attached to users with `policy = "name"`.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `off | learn | audit | enforce`; a policy that is written down is enforced unless it
+    /// says otherwise.
+    #[serde(default = "default_policy_mode")]
+    pub mode: String,
+    /// Refuse ad-hoc SQL over the simple query protocol (except `session_statements`).
+    #[serde(default)]
+    pub prepared_only: bool,
+    /// Only reads pass; the backend session also runs with default_transaction_read_only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// A file of approved statements; anything else is denied.
+    pub allowlist: Option<String>,
+    /// Normalize literals to `?` (for the allowlist and learned records).
+    #[serde(default)]
+    pub replace_literals: bool,
+    /// Exact statements allowed over the simple protocol under `prepared_only` (and outside
+    /// the allowlist). Default: BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK, ABORT.
+    pub session_statements: Option<Vec<String>>,
+    /// Functions a read-only policy allows beyond the built-in safe list.
+    #[serde(default)]
+    pub read_only_functions: Vec<String>,
+    /// Where learn mode appends the statements it sees (JSON lines).
+    pub learn_file: Option<String>,
+    /// Longer statements are denied (fail closed).
+    #[serde(default = "default_max_statement_bytes")]
+    pub max_statement_bytes: u64,
+    /// Blocked unless allowed here.
+    #[serde(default)]
+    pub allow_copy_from: bool,
+    #[serde(default)]
+    pub allow_copy_to: bool,
+    #[serde(default)]
+    pub allow_listen_notify: bool,
+    #[serde(default)]
+    pub allow_function_call: bool,
+    #[serde(default)]
+    pub allow_set_role: bool,
+}
+
+fn default_policy_mode() -> String {
+    "enforce".into()
+}
+
+fn default_max_statement_bytes() -> u64 {
+    1 << 20
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +131,8 @@ pub struct RawUser {
     /// For `cert` and `cert+scram`: the identity the client certificate must carry
     /// (`spiffe://…` URI SAN, `DNS:name` or a bare DNS SAN, or `CN=name`).
     pub cert_identity: Option<String>,
+    /// The statement policy for this user's sessions (a key of `[policies]`).
+    pub policy: Option<String>,
 }
 
 /// `[client_tls]`: TLS between clients and pgward.

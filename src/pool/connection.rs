@@ -169,10 +169,11 @@ impl ServerConn {
             prepared: Default::default(),
         };
         let mut out = BytesMut::new();
-        msg::put_startup(
-            &mut out,
-            &[("user", &login.user), ("database", &target.dbname)],
-        );
+        let mut params = vec![("user", login.user.as_str()), ("database", &target.dbname)];
+        if login.read_only {
+            params.push(("default_transaction_read_only", "on"));
+        }
+        msg::put_startup(&mut out, &params);
         send_all(&mut conn.stream, &out).await?;
         conn.authenticate(
             &login.user,

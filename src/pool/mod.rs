@@ -29,6 +29,8 @@ pub use connection::{BackendKey, ServerConn, ServerError};
 pub struct PoolKey {
     pub database: String,
     pub backend_user: String,
+    /// Connections log in with default_transaction_read_only = on (read-only policies).
+    pub read_only: bool,
 }
 
 #[derive(Debug, Error)]

@@ -241,6 +241,7 @@ async fn run_session<S>(
         user_permit,
         user_name,
         cert_expires,
+        policy,
     } = begun;
     let cancel = app.cancels.register();
     let mut out = BytesMut::new();
@@ -278,6 +279,7 @@ async fn run_session<S>(
     tracing::debug!(parent: &span, "session started");
     let end = Relay::new(app, stream, buf, pool, server, params, cancel)
         .with_deadline(cert_expires)
+        .with_policy(policy, &user_name)
         .run()
         .instrument(span)
         .await;
@@ -300,6 +302,8 @@ struct Begun {
     user_name: String,
     /// When the session must end because its client certificate expires.
     cert_expires: Option<std::time::SystemTime>,
+    /// The user's statement policy, if active.
+    policy: Option<Arc<crate::policy::Policy>>,
 }
 
 /// Startup packet, negotiation, authentication, routing and the first server checkout.
@@ -358,6 +362,21 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         .ok_or_else(|| ClientError::TooManyClientsForUser {
             user: user.name.clone(),
         })?;
+    let policy = user.policy.clone().filter(|p| p.active());
+    if policy.is_some() {
+        // The policy reads SQL as UTF-8; a client encoding like SJIS can make a backslash
+        // part of a character, and PostgreSQL would then read a statement differently.
+        let encoding = params
+            .startup
+            .iter()
+            .find(|(k, _)| k == "client_encoding")
+            .map(|(_, v)| v.to_ascii_lowercase().replace(['-', '_'], ""));
+        if encoding.is_some_and(|e| e != "utf8" && e != "unicode") {
+            return Err(ClientError::StartupParamRefused {
+                name: "client_encoding (a statement policy requires UTF8)".into(),
+            });
+        }
+    }
     let pool = app.route(&user, &database)?;
     let params = Arc::new(params);
     // Take a server now: the client learns at login, as with PostgreSQL, whether its database
@@ -375,6 +394,17 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     })?;
+    if policy.is_some()
+        && server
+            .params
+            .iter()
+            .any(|(k, v)| k == "standard_conforming_strings" && v != "on")
+    {
+        // With it off the server reads backslashes in strings as escapes, unlike the policy.
+        tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
+        server.release();
+        return Err(ClientError::ServerUnavailable { database });
+    }
     // A connection another client used is reset before this one sees it.
     let reset = server.last_client.is_some() && pool.database.reset_on_handover;
     if let Err(e) = relay::prepare_server(&mut server, &params, reset).await {
@@ -398,6 +428,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         user_permit,
         user_name,
         cert_expires,
+        policy,
     })
 }
 

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::app::App;
 use crate::config::PoolMode;
 use crate::error::ClientError;
+use crate::policy::{Denial, Mode, Policy, Verdict, Via};
 use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
 use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
 use crate::protocol::messages::{self as msg, TxStatus};
@@ -184,6 +185,11 @@ pub struct Relay<S> {
     sout: BytesMut,
     /// Bytes for the client, assembled when server messages were swallowed or answers made up.
     cout: BytesMut,
+
+    /// The statement policy of this client's user; `None` when it has none (or it is off).
+    policy: Option<Arc<Policy>>,
+    /// Who the client is, for learned statements.
+    user: String,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -240,7 +246,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             max_prepared,
             sout: BytesMut::new(),
             cout: BytesMut::new(),
+            policy: None,
+            user: String::new(),
         }
+    }
+
+    /// Applies `policy` (if active) to every statement of the session of `user`.
+    pub fn with_policy(mut self, policy: Option<Arc<Policy>>, user: &str) -> Self {
+        self.policy = policy.filter(|p| p.active());
+        self.user = user.to_owned();
+        self
     }
 
     /// Ends the session at `at` (e.g. when the client certificate expires).
@@ -575,6 +590,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
         }
 
+        // The statement policy first: a denied statement never reaches a server.
+        if self.policy.is_some()
+            && let Some(err) = self.policy_check(tag, &body_range)?
+        {
+            self.forward_client(*fwd, pos).await?;
+            *fwd = pos;
+            return self.refuse(tag, err).await;
+        }
+
         // Decide before taking a server: a refusal needs none.
         let decision = if self.tracking() {
             self.decide_transaction_mode(tag, &body_range)?
@@ -780,6 +804,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.write_out().await?;
                 Ok((Step::Next, false))
             }
+        }
+    }
+
+    /// The policy's answer for a Query, Parse or FunctionCall, with its mode applied: the error
+    /// to refuse it with, if any. Bind/Execute need no check: a named statement was checked
+    /// when it was parsed, so an execution costs nothing here.
+    fn policy_check(
+        &self,
+        tag: u8,
+        body: &std::ops::Range<usize>,
+    ) -> Result<Option<ClientError>, SessionEnd> {
+        let Some(policy) = &self.policy else {
+            return Ok(None);
+        };
+        let body = &self.cbuf[body.clone()];
+        let verdict = match tag {
+            b'Q' => {
+                let sql = msg::decode_query_bytes(body).map_err(decode_violation)?;
+                policy.judge(sql, Via::SimpleQuery)
+            }
+            b'P' => {
+                let (_, sql) = msg::decode_parse_raw(body).map_err(decode_violation)?;
+                policy.judge(sql, Via::Parse)
+            }
+            b'F' => {
+                return Ok(policy
+                    .function_call_denial()
+                    .and_then(|d| self.apply_mode(policy, None, d)));
+            }
+            _ => return Ok(None),
+        };
+        if policy.mode == Mode::Learn {
+            policy.learn(&self.user, &self.pool.database.name, &verdict.analysis);
+        }
+        let Verdict { analysis, denial } = verdict;
+        Ok(denial.and_then(|d| self.apply_mode(policy, Some(&analysis), d)))
+    }
+
+    /// Enforce refuses; audit and learn only report.
+    fn apply_mode(
+        &self,
+        policy: &Policy,
+        analysis: Option<&crate::policy::Analysis>,
+        denial: Denial,
+    ) -> Option<ClientError> {
+        let fingerprint = analysis
+            .map(|a| a.fingerprint.to_string())
+            .unwrap_or_else(|| "-".to_string());
+        match policy.mode {
+            Mode::Enforce => {
+                tracing::warn!(
+                    policy = %policy.name,
+                    fingerprint = %fingerprint,
+                    reason = %denial,
+                    "statement denied"
+                );
+                Some(ClientError::PolicyDenied {
+                    policy: policy.name.clone(),
+                    fingerprint,
+                    reason: denial.to_string(),
+                })
+            }
+            Mode::Audit => {
+                tracing::warn!(
+                    policy = %policy.name,
+                    fingerprint = %fingerprint,
+                    reason = %denial,
+                    "statement would be denied (audit mode)"
+                );
+                None
+            }
+            Mode::Learn | Mode::Off => None,
         }
     }
 
