@@ -90,6 +90,11 @@ pub enum ClientError {
         fingerprint: String,
         reason: String,
     },
+    /// The server reports a setting under which the statement policy cannot read SQL the way
+    /// PostgreSQL does (client_encoding, standard_conforming_strings): the session ends.
+    PolicyUnenforceable {
+        setting: String,
+    },
     ClientIdleTimeout,
     IdleInTransactionTimeout,
     ShuttingDown,
@@ -136,7 +141,7 @@ impl ClientError {
             DuplicatePreparedStatement { .. } => code::DUPLICATE_PREPARED_STATEMENT,
             TooManyPreparedStatements { .. } => code::PROGRAM_LIMIT_EXCEEDED,
             InFailedTransaction => code::IN_FAILED_SQL_TRANSACTION,
-            PolicyDenied { .. } => code::INSUFFICIENT_PRIVILEGE,
+            PolicyDenied { .. } | PolicyUnenforceable { .. } => code::INSUFFICIENT_PRIVILEGE,
             ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
             IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             ShuttingDown => code::ADMIN_SHUTDOWN,
@@ -219,6 +224,9 @@ impl ClientError {
                 reason,
             } => format!(
                 "statement denied by pgward policy \"{policy}\" (fingerprint {fingerprint}): {reason}"
+            ),
+            PolicyUnenforceable { setting } => format!(
+                "terminating connection: {setting} changed to a value under which the statement policy cannot be enforced"
             ),
             ClientIdleTimeout => "terminating connection due to idle-session timeout".into(),
             IdleInTransactionTimeout => {

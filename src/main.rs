@@ -1,4 +1,5 @@
-//! The `pgward` command line: run the pooler, check a config, make SCRAM verifiers.
+//! The `pgward` command line: run the pooler, check a config, make SCRAM verifiers, and the
+//! statement-policy tools (fingerprints, allowlists built from learned statements).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -53,6 +54,128 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Print a statement's fingerprint and normalized text (what allowlists hold).
+    Fingerprint {
+        /// The SQL statement.
+        sql: String,
+        /// Replace literals with `?` (for policies with replace_literals = true).
+        #[arg(long)]
+        replace_literals: bool,
+    },
+    /// Allowlists: build one from learned statements, or check one.
+    Allowlist {
+        #[command(subcommand)]
+        command: AllowlistCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllowlistCommand {
+    /// Turn a learn-mode file (JSON lines) into an allowlist file.
+    Build {
+        /// The policy's learn_file.
+        #[arg(long)]
+        learned: PathBuf,
+        /// Only statements learned for this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only statements learned for this database.
+        #[arg(long)]
+        database: Option<String>,
+        /// Where to write the allowlist; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The statements were learned with replace_literals = true.
+        #[arg(long)]
+        replace_literals: bool,
+    },
+    /// Validate an allowlist file: syntax, normalized texts, fingerprints, duplicates.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        replace_literals: bool,
+    },
+}
+
+fn literal_mode(replace: bool) -> pgward::policy::normalize::LiteralMode {
+    if replace {
+        pgward::policy::normalize::LiteralMode::Replace
+    } else {
+        pgward::policy::normalize::LiteralMode::Keep
+    }
+}
+
+fn allowlist_command(command: AllowlistCommand) -> ExitCode {
+    use pgward::policy::allowlist;
+    match command {
+        AllowlistCommand::Build {
+            learned,
+            user,
+            database,
+            out,
+            replace_literals,
+        } => {
+            let text = match std::fs::read_to_string(&learned) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: {e}", learned.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let records = match allowlist::parse_learned(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", learned.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let entries =
+                allowlist::build_allowlist(&records, user.as_deref(), database.as_deref());
+            let header = format!(
+                "pgward allowlist built from {} ({} statements{}{}); review before enforcing",
+                learned.display(),
+                entries.len(),
+                user.as_deref()
+                    .map(|u| format!(", user {u}"))
+                    .unwrap_or_default(),
+                database
+                    .as_deref()
+                    .map(|d| format!(", database {d}"))
+                    .unwrap_or_default(),
+            );
+            let rendered = allowlist::render(&entries, &header);
+            // What is written must load: a learned statement sqlparser cannot parse would make
+            // the allowlist unusable, so it is reported here rather than at startup.
+            if let Err(e) = allowlist::Allowlist::parse(&rendered, literal_mode(replace_literals)) {
+                eprintln!("the built allowlist does not validate: {e}");
+                return ExitCode::FAILURE;
+            }
+            match out {
+                Some(path) => {
+                    if let Err(e) = std::fs::write(&path, rendered) {
+                        eprintln!("{}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!("{}: {} statements", path.display(), entries.len());
+                }
+                None => print!("{rendered}"),
+            }
+            ExitCode::SUCCESS
+        }
+        AllowlistCommand::Check {
+            file,
+            replace_literals,
+        } => match allowlist::Allowlist::load(&file, literal_mode(replace_literals)) {
+            Ok(list) => {
+                println!("{}: ok ({} statements)", file.display(), list.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 #[derive(Subcommand)]
@@ -126,6 +249,24 @@ fn main() -> ExitCode {
             println!("{v}");
             ExitCode::SUCCESS
         }
+        Command::Fingerprint {
+            sql,
+            replace_literals,
+        } => match pgward::policy::normalize::normalize(&sql, literal_mode(replace_literals)) {
+            Ok(n) => {
+                println!("fingerprint: {}", n.fingerprint);
+                println!("normalized:  {}", n.text);
+                if n.statements != 1 {
+                    println!("statements:  {}", n.statements);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot normalize: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Allowlist { command } => allowlist_command(command),
         Command::Certs {
             command:
                 CertsCommand::Dev {

@@ -12,7 +12,7 @@
 //!
 //! [[statement]]
 //! fingerprint = "a1b2c3d4e5f60718"
-//! text = "SELECT * FROM users WHERE ID = $1"
+//! text = "SELECT * FROM users WHERE id = $1"
 //! name = "get_user"        # optional
 //! comment = "profile page" # optional
 //! ```
@@ -637,7 +637,7 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let text = "SELECT * FROM users WHERE ID = $1";
+        let text = "SELECT * FROM users WHERE id = $1";
         let toml = format!(
             "# pgward allowlist\nversion = 1\n\n[[statement]]\nfingerprint = \"{}\"\n\
              text = \"{text}\"\nname = \"get_user\"        # optional\n\
@@ -653,7 +653,7 @@ mod tests {
         assert_eq!(e, Some((Some("get_user"), Some("profile page"))));
         let client = normalize("select * from users where id=$1 -- hi", LiteralMode::Keep);
         assert!(client.is_ok_and(|n| list.lookup(&n.text).is_some()));
-        assert!(list.lookup("SELECT * FROM users WHERE ID = $2").is_none());
+        assert!(list.lookup("SELECT * FROM users WHERE id = $2").is_none());
     }
 
     #[test]
@@ -851,7 +851,7 @@ mod tests {
     #[test]
     fn learned_records_round_trip() {
         let records = vec![
-            record("app", "appdb", "SELECT * FROM users WHERE ID = $1"),
+            record("app", "appdb", "SELECT * FROM users WHERE id = $1"),
             record(
                 "we\"ird\\",
                 "d\u{1}b",
@@ -871,7 +871,7 @@ mod tests {
             encode_learned(&records[0]),
             format!(
                 "{{\"user\":\"app\",\"database\":\"appdb\",\"fingerprint\":\"{}\",\
-                 \"text\":\"SELECT * FROM users WHERE ID = $1\"}}\n",
+                 \"text\":\"SELECT * FROM users WHERE id = $1\"}}\n",
                 records[0].fingerprint
             )
         );

@@ -54,7 +54,7 @@ fn inspect_server(tag: u8) -> bool {
     // what changes the session's state. Rows and COPY data stream through.
     matches!(
         tag,
-        b'Z' | b'C' | b'E' | b'I' | b's' | b'G' | b'W' | b'1' | b'2' | b'3' | b'T' | b'n'
+        b'Z' | b'C' | b'E' | b'I' | b's' | b'G' | b'W' | b'1' | b'2' | b'3' | b'T' | b'n' | b'S'
     )
 }
 
@@ -1290,6 +1290,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             dirty: &mut server.dirty,
                         },
                     )?;
+                    if f.tag == b'S'
+                        && self.policy.is_some()
+                        && let Ok((name, value)) = msg::decode_parameter_status(body)
+                        && policy_unenforceable(name, value)
+                    {
+                        // Changed some way no statement check saw (a function, a role
+                        // setting): fail closed. The connection's state is not trusted either.
+                        tracing::error!(
+                            setting = name,
+                            "the server's reading of SQL changed under a statement policy; ending the session"
+                        );
+                        self.server_state_unknown = true;
+                        return Err(SessionEnd::ClientError(ClientError::PolicyUnenforceable {
+                            setting: name.to_owned(),
+                        }));
+                    }
                     if tracking {
                         let action = self.replies.on_server(
                             f.tag,
@@ -1835,6 +1851,15 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
         _ => {}
     }
     Ok(false)
+}
+
+/// Settings under which PostgreSQL reads SQL text differently from the statement policy.
+fn policy_unenforceable(name: &str, value: &str) -> bool {
+    match name {
+        "client_encoding" => !value.eq_ignore_ascii_case("UTF8"),
+        "standard_conforming_strings" => value != "on",
+        _ => false,
+    }
 }
 
 /// Classifies statement text given as bytes. Text that is not UTF-8 (a client using another
