@@ -5,7 +5,11 @@
 #   - psql and pgbench, which the tests run as clients,
 #   - the `postgres` OS user (the harness runs the server as that user when
 #     the tests run as root, because initdb/pg_ctl refuse to run as root),
-#   - cargo-nextest (used by scripts/test.sh; it falls back to `cargo test`).
+#   - cargo-nextest (used by scripts/test.sh; it falls back to `cargo test`),
+#   - the Python drivers asyncpg and psycopg 3 in a virtualenv at target/pydrivers
+#     (git-ignored; tests/drivers.rs runs its scripts with target/pydrivers/bin/python).
+#     A virtualenv because Debian's python3 is externally managed (PEP 668): no
+#     system-wide pip.
 #
 # Idempotent: anything already present is left alone, and when everything is
 # there it changes nothing. Runs as root; otherwise uses sudo if available.
@@ -106,6 +110,55 @@ elif cargo nextest --version >/dev/null 2>&1; then
 else
     log "installing cargo-nextest (cargo install cargo-nextest --locked); this compiles it and takes a few minutes"
     cargo install cargo-nextest --locked
+fi
+
+# --- Python drivers (asyncpg, psycopg 3) for tests/drivers.rs ----------------
+# The path must match PYDRIVERS_VENV in tests/drivers.rs. It is under the repository's
+# target/ (git-ignored), not under CARGO_TARGET_DIR: the tests find it from
+# CARGO_MANIFEST_DIR whatever target dir cargo uses. `cargo clean` removes it; rerun this.
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/target/pydrivers"
+drivers_importable() {
+    "$venv/bin/python" -c 'import asyncpg, psycopg' >/dev/null 2>&1
+}
+if drivers_importable; then
+    log "Python drivers (asyncpg, psycopg) already installed in $venv"
+else
+    # Debian splits venv's ensurepip into python3-venv; without it `python3 -m venv`
+    # fails ("ensurepip is not available").
+    # ca-certificates: minimal images lack it, and Debian's pip may use the system CA
+    # bundle for PyPI's HTTPS.
+    py_pkgs=()
+    if ! command -v python3 >/dev/null 2>&1; then
+        py_pkgs+=(python3 python3-venv)
+    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        py_pkgs+=(python3-venv)
+    fi
+    if [ ! -f /etc/ssl/certs/ca-certificates.crt ]; then
+        py_pkgs+=(ca-certificates)
+    fi
+    if [ "${#py_pkgs[@]}" -gt 0 ]; then
+        apt_install "${py_pkgs[@]}"
+    fi
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        log "virtualenv $venv exists"
+    else
+        # --clear: a venv left half-made, or whose interpreter has gone, is rebuilt.
+        log "creating virtualenv $venv"
+        mkdir -p "$repo_root/target"
+        python3 -m venv --clear "$venv"
+    fi
+    # Lower bounds only. psycopg >= 3.2: the scripts check which way it deallocates
+    # (protocol Close with libpq >= 17, which psycopg-binary bundles, or SQL DEALLOCATE).
+    log "pip install 'asyncpg>=0.29' 'psycopg[binary]>=3.2' into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        'asyncpg>=0.29' 'psycopg[binary]>=3.2'
+    if drivers_importable; then
+        log "Python drivers installed"
+    else
+        log "asyncpg/psycopg still not importable with $venv/bin/python"
+        exit 1
+    fi
 fi
 
 log "done"

@@ -337,6 +337,12 @@ app_psql() {
         -X -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -P pager=off "$@"
 }
 
+# psql through pgward as the read-only demo user.
+reader_psql() {
+    PGPASSWORD=$DEMO_PASSWORD "$PSQL" "$PGWARD_CONN user=reader dbname=appdb" \
+        -X -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -P pager=off "$@"
+}
+
 # Runs a command that pgward should refuse: prints its error without stopping the script, and
 # counts it if it unexpectedly succeeds.
 expect_refusal() {
@@ -386,6 +392,9 @@ SQL
     info "a second client, on the same pool (and most likely the same server connection):"
     app_psql -e -c "SHOW statement_timeout" -c "SELECT pg_backend_pid() AS server_pid" | indent
 
+    allowed "user reader (read-only policy): a SELECT"
+    reader_psql -e -c "SELECT count(*) AS notes FROM notes" | indent
+
     allowed "LISTEN on the session-mode database (dbname appdb_session)"
     DB=appdb_session app_psql -e -c "LISTEN quickstart" -c "SELECT 'listening' AS status" | indent
 }
@@ -410,6 +419,12 @@ demo_refused() {
     expect_refusal env PGPASSWORD=guess "$PSQL" "$PGWARD_CONN user=app_cert dbname=appdb" -X -c "SELECT 1"
     show_logged_refusal
 
+    refused "user reader (read-only policy): INSERT (42501: denied before it reaches PostgreSQL)"
+    expect_refusal reader_psql -c "INSERT INTO notes (body) VALUES ('should not be written')"
+
+    refused "user reader: a write hidden in a CTE (42501)"
+    expect_refusal reader_psql -c "WITH gone AS (DELETE FROM notes RETURNING *) SELECT count(*) FROM gone"
+
     refused "LISTEN in transaction mode (0A000: the next transaction may run on another connection)"
     expect_refusal app_psql -c "LISTEN quickstart"
 
@@ -420,21 +435,21 @@ demo_refused() {
 }
 
 demo_pgbench() {
-    section "pgbench through pgward: 20 clients, 5 seconds, transaction mode, pool_size 5"
+    section "pgbench -M prepared through pgward: 20 clients, 5 seconds, transaction mode, pool_size 5"
     local out
     info "pgbench -i (creating the pgbench tables through pgward)"
     PGPASSWORD=$DEMO_PASSWORD "$PGBENCH" -i -q "$PGWARD_CONN user=app dbname=appdb" 2>&1 |
         tail -n 2 | indent
-    info "pgbench -c 20 -j 4 -T 5"
-    if out=$(PGPASSWORD=$DEMO_PASSWORD "$PGBENCH" -c 20 -j 4 -T 5 -n \
+    info "pgbench -c 20 -j 4 -T 5 -M prepared (named prepared statements, on any of the 5 connections)"
+    if out=$(PGPASSWORD=$DEMO_PASSWORD "$PGBENCH" -c 20 -j 4 -T 5 -n -M prepared \
         "$PGWARD_CONN user=app dbname=appdb" 2>&1); then
         grep -E '^(number of (transactions actually processed|failed)|latency average|tps)' <<<"$out" | indent
     else
         printf '%s\n' "$out" | tail -n 15 | indent
         die "pgbench failed"
     fi
-    # The 20 clients shared appdb's pool: pool_size 5 (appdb_session may keep one more open
-    # from the LISTEN demo).
+    # The 20 clients shared appdb's pool: pool_size 5 (appdb_session may keep one more open from
+    # the LISTEN demo, and user reader's read-only pool one).
     info "server connections app_rw has open on PostgreSQL after the run:"
     superuser_psql -d postgres -At -c \
         "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_rw'" | indent
