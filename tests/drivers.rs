@@ -266,14 +266,11 @@ fn psycopg_discard_all_and_deallocate_all() {
 }
 
 /// psycopg with `prepare_threshold=0` prepares a user's `DEALLOCATE ALL` like any query:
-/// client `Parse _pg3_1 'DEALLOCATE ALL'`, Sync, `Bind _pg3_1`, Execute, Sync. pgward forwards it
-/// (as `pgward_<n>`) and the server drops every `pgward_*` statement, but pgward's table for that
-/// server still lists them, so the next Bind of any of them there (this client's or another's)
-/// fails with 26000 `prepared statement "pgward_1" does not exist` — on every later use, until
-/// that server connection is closed.
+/// client `Parse _pg3_1 'DEALLOCATE ALL'`, Sync, `Bind _pg3_1`, Execute, Sync. The server drops
+/// every `pgward_*` statement; pgward must forget them for that connection (and drop the client's
+/// names), so the next use of any of them — this client's or another's — prepares it again
+/// instead of failing with 26000.
 #[test]
-#[ignore = "pgward bug: DEALLOCATE sent through the extended protocol (Parse/Bind/Execute) is \
-            forwarded to the server, which then lacks statements pgward believes it has"]
 fn psycopg_deallocate_all_through_extended_protocol() {
     let env = transaction_env();
     run_one(&env, PSYCOPG, "deallocate", "appdb");
@@ -281,19 +278,15 @@ fn psycopg_deallocate_all_through_extended_protocol() {
 
 /// The same with one server connection and no threads: deterministic.
 #[test]
-#[ignore = "pgward bug: DEALLOCATE sent through the extended protocol (Parse/Bind/Execute) is \
-            forwarded to the server, which then lacks statements pgward believes it has"]
 fn psycopg_deallocate_all_through_extended_protocol_one_server() {
     let env = env_with(1);
     run_one(&env, PSYCOPG, "deallocate_one_server", "appdb");
 }
 
 /// Client B reads the server-side name of client A's statement from `pg_prepared_statements`
-/// and deallocates it with a prepared `DEALLOCATE "pgward_1"` (the simple-query form is answered
-/// by pgward from B's own statements and refused): A's next execution fails with 26000.
+/// and tries to deallocate it with a prepared `DEALLOCATE "pgward_1"` (the simple-query form is
+/// answered by pgward from B's own statements): refused, and A's statement keeps working.
 #[test]
-#[ignore = "pgward bug: a client's DEALLOCATE through the extended protocol drops another \
-            client's statement on the shared server"]
 fn psycopg_deallocate_cannot_drop_another_clients_statement() {
     let env = env_with(1);
     run_one(&env, PSYCOPG, "deallocate_other_client", "appdb");

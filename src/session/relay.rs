@@ -923,6 +923,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 if let Some(what) = unshareable(&stmts) {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
                 }
+                if stmts
+                    .iter()
+                    .flatten()
+                    .any(|(e, _)| matches!(e, SessionEffect::Deallocate(Some(_))))
+                {
+                    return Ok(Decision::Refuse(deallocate_one_extended()));
+                }
                 Decision::Forward(Some(Tracked::Parse(stmts.into_iter().flatten().next())))
             }
             b'F' => {
@@ -1025,8 +1032,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 .cloned();
             refused.or_else(|| stmts.into_iter().flatten().next())
         });
-        if let Some((SessionEffect::Unshareable(what), _)) = &def.effect {
-            return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
+        match &def.effect {
+            Some((SessionEffect::Unshareable(what), _)) => {
+                return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
+            }
+            Some((SessionEffect::Deallocate(Some(_)), _)) => {
+                return Ok(Decision::Refuse(deallocate_one_extended()));
+            }
+            _ => {}
         }
         Ok(Decision::Forward(Some(Tracked::NamedParse {
             name: name.to_owned(),
@@ -1106,6 +1119,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         self.portals.push((portal, effect));
                     }
                     Tracked::Execute(effect) => {
+                        if let Some((SessionEffect::Deallocate(None), _)) = &effect {
+                            // A prepared `DEALLOCATE ALL`: the server drops every statement
+                            // (pgward forgets the connection's when the server confirms); the
+                            // client's own names go now, so its next Parse may reuse them.
+                            self.statements.clear();
+                        }
                         self.expects.push_back(Expect::Statement(effect, false))
                     }
                     _ => {}
@@ -1321,6 +1340,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                                 server.prepared.clear();
                                 self.statements.clear();
                             }
+                            // A prepared DEALLOCATE ALL, or one pgward did not see coming (in
+                            // a function): which statements the server still has is unknown,
+                            // so pgward prepares again what it needs (Close, then Parse).
+                            b'C' if body.starts_with(b"DEALLOCATE") => server.prepared.clear(),
                             _ => {}
                         }
                     }
@@ -1661,6 +1684,15 @@ fn checkout_error(pool: &Pool, e: CheckoutError) -> Acquire {
             Acquire::Fatal(ClientError::ServerUnavailable { database })
         }
         CheckoutError::Closed => Acquire::Fatal(ClientError::ShuttingDown),
+    }
+}
+
+/// `DEALLOCATE name` as a prepared statement: the name is the client's, which pgward maps and
+/// the server does not know; answering it in turn at Execute is not worth the machinery when
+/// Close and a simple-query DEALLOCATE do the same.
+fn deallocate_one_extended() -> ClientError {
+    ClientError::NotInTransactionMode {
+        what: "DEALLOCATE of one statement as a prepared statement (use Close, or DEALLOCATE as a simple query)",
     }
 }
 
