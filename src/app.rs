@@ -29,6 +29,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every distinct named statement clients prepared, with its server-side name.
     pub statements: crate::session::prepared::StatementRegistry,
+    /// Live client sessions (admin console, metrics, audit session ids).
+    pub sessions: Arc<crate::session::registry::SessionRegistry>,
 }
 
 /// A counted client connection; the count drops with it.
@@ -104,6 +106,7 @@ impl App {
             user_clients: Arc::new(Mutex::new(HashMap::new())),
             shutdown: CancellationToken::new(),
             statements: Default::default(),
+            sessions: Default::default(),
         }))
     }
 

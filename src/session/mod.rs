@@ -4,6 +4,7 @@
 pub mod cancel;
 pub mod io;
 pub mod prepared;
+pub mod registry;
 pub mod relay;
 pub mod state;
 pub mod statement;
@@ -277,9 +278,24 @@ async fn run_session<S>(
         tls = tls.is_some(),
     );
     tracing::debug!(parent: &span, "session started");
+    let registered = app.sessions.register(
+        app.sessions.next_sid(),
+        registry::NewSession {
+            peer,
+            user: user_name.clone(),
+            database: pool.key.database.clone(),
+            backend_user: pool.key.backend_user.clone(),
+            tls: tls.is_some(),
+            cert_identity: tls
+                .as_ref()
+                .and_then(|t| t.identity.as_ref())
+                .and_then(|i| i.label()),
+        },
+    );
     let end = Relay::new(app, stream, buf, pool, server, params, cancel)
         .with_deadline(cert_expires)
         .with_policy(policy, &user_name)
+        .with_info(Arc::clone(&registered.info))
         .run()
         .instrument(span)
         .await;
@@ -290,6 +306,7 @@ async fn run_session<S>(
             tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "session ended")
         }
     }
+    drop(registered);
     drop(user_permit);
     drop(permit);
 }

@@ -34,6 +34,7 @@ use crate::session::io::send_all;
 use crate::session::prepared::{
     ClientStatements, MAX_CLIENT_STATEMENTS, Replies, ReplyAction, StatementDef, Synthetic,
 };
+use crate::session::registry::{ClientState, SessionInfo};
 use crate::session::state::SessionParams;
 use crate::session::statement::{self, SessionEffect};
 
@@ -190,6 +191,8 @@ pub struct Relay<S> {
     policy: Option<Arc<Policy>>,
     /// Who the client is, for learned statements.
     user: String,
+    /// This session's entry in the registry of live sessions.
+    info: Option<Arc<SessionInfo>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -248,7 +251,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             cout: BytesMut::new(),
             policy: None,
             user: String::new(),
+            info: None,
         }
+    }
+
+    /// Reports this session's state and counters in `info` (admin console, metrics).
+    pub fn with_info(mut self, info: Arc<SessionInfo>) -> Self {
+        if self.server.is_some() {
+            info.set_state(ClientState::Active);
+        }
+        self.info = Some(info);
+        self
     }
 
     /// Applies `policy` (if active) to every statement of the session of `user`.
@@ -350,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     tokio::select! {
                         r = self.client.read_buf(&mut self.cbuf), if read_client => match r {
                             Ok(0) => return SessionEnd::ClientClosed,
-                            Ok(_) => {}
+                            Ok(n) => self.count_from_client(n),
                             Err(e) => return SessionEnd::Io(e),
                         },
                         _ = sleep => return SessionEnd::ClientError(ClientError::ClientIdleTimeout),
@@ -363,7 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     tokio::select! {
                         r = self.client.read_buf(&mut self.cbuf), if read_client => match r {
                             Ok(0) => return SessionEnd::ClientClosed,
-                            Ok(_) => {}
+                            Ok(n) => self.count_from_client(n),
                             Err(e) => return SessionEnd::Io(e),
                         },
                         r = server.stream.read_buf(&mut server.buf) => match r {
@@ -388,6 +401,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     }
                 }
             }
+        }
+    }
+
+    fn count_from_client(&self, n: usize) {
+        if let Some(i) = &self.info {
+            SessionInfo::add(&i.bytes_from_client, n as u64);
+        }
+    }
+
+    fn count_to_client(&self, n: usize) {
+        if let Some(i) = &self.info {
+            SessionInfo::add(&i.bytes_to_client, n as u64);
+        }
+    }
+
+    fn set_state(&self, s: ClientState) {
+        if let Some(i) = &self.info {
+            i.set_state(s);
         }
     }
 
@@ -1066,6 +1097,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     fn note_forwarded(&mut self, tag: u8, track: Tracked) {
         match tag {
             b'Q' => {
+                if let Some(i) = &self.info {
+                    SessionInfo::add(&i.queries, 1);
+                }
                 self.pending_syncs += 1;
                 self.pending_kinds.push_back(SyncKind::Query);
                 if self.tracking() {
@@ -1106,6 +1140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 }
             }
             b'P' | b'B' | b'D' | b'C' | b'E' | b'H' => {
+                if tag == b'E'
+                    && let Some(i) = &self.info
+                {
+                    SessionInfo::add(&i.queries, 1);
+                }
                 if tag != b'H' {
                     self.extended_open = true;
                     if self.tracking() {
@@ -1217,6 +1256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     }
 
     async fn write_out(&mut self) -> Result<(), SessionEnd> {
+        self.count_to_client(self.out.len());
         send_all(&mut self.client, &self.out)
             .await
             .map_err(SessionEnd::Io)?;
@@ -1350,6 +1390,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     if swallow {
                         self.cout.extend_from_slice(&server.buf[fwd..pos]);
                         fwd = pos + f.len;
+                    } else if f.tag == b'Z'
+                        && self.tx_status == TxStatus::Idle
+                        && let Some(i) = &self.info
+                    {
+                        // A ReadyForQuery outside a transaction block ends a transaction (an
+                        // explicit one, or a statement's own).
+                        SessionInfo::add(&i.transactions, 1);
                     }
                     if tracking && self.replies.synthetic_due() {
                         let end = pos + f.len;
@@ -1364,6 +1411,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         if self.cout.is_empty() {
             if fwd < pos {
+                if let Some(i) = &self.info {
+                    SessionInfo::add(&i.bytes_to_client, (pos - fwd) as u64);
+                }
                 self.client
                     .write_all(&server.buf[fwd..pos])
                     .await
@@ -1371,6 +1421,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
         } else {
             self.cout.extend_from_slice(&server.buf[fwd..pos]);
+            if let Some(i) = &self.info {
+                SessionInfo::add(&i.bytes_to_client, self.cout.len() as u64);
+            }
             let r = self.client.write_all(&self.cout).await;
             self.cout.clear();
             r.map_err(SessionEnd::Io)?;
@@ -1384,11 +1437,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     // ------------------------------------------------------------------ server lifecycle
 
     async fn acquire_server(&mut self) -> Result<(), Acquire> {
-        let mut guard = self
-            .pool
-            .checkout()
-            .await
-            .map_err(|e| checkout_error(&self.pool, e))?;
+        self.set_state(ClientState::Waiting);
+        let checked_out = self.pool.checkout().await;
+        self.set_state(if checked_out.is_ok() {
+            ClientState::Active
+        } else {
+            ClientState::Idle
+        });
+        let mut guard = checked_out.map_err(|e| checkout_error(&self.pool, e))?;
+        if let Some(i) = &self.info {
+            i.set_server(Some(guard.id));
+        }
         // The preparation is pipelined in front of the client's messages: no extra round
         // trip; its answers are dropped until its ReadyForQuery messages have passed.
         if guard.dirty {
@@ -1426,6 +1485,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let Some(mut guard) = self.server.take() else {
             return;
         };
+        self.set_state(ClientState::Idle);
+        if let Some(i) = &self.info {
+            i.set_server(None);
+        }
         self.unnamed_statement = None;
         self.portals.clear();
         self.replies.clear();

@@ -84,6 +84,16 @@ impl ClientIdentity {
     ///
     /// Call this only on a certificate that the TLS layer has verified; this function does not
     /// check signatures, chains, key usage or validity dates.
+    /// A short name for logs and the admin console: the first URI SAN, else the first DNS
+    /// SAN, else `CN=…`.
+    pub fn label(&self) -> Option<String> {
+        self.uri_sans
+            .first()
+            .or(self.dns_sans.first())
+            .cloned()
+            .or_else(|| self.subject_cn.as_ref().map(|cn| format!("CN={cn}")))
+    }
+
     pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
         let cert = parse_whole(der)?;
 
