@@ -29,6 +29,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod protocol;
