@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_http;
 pub mod app;
 pub mod auth;
 pub mod config;
