@@ -155,8 +155,9 @@ async fn serve_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        // Answered without touching the body: hyper does not read it for us, and a connection
-        // whose body was left unread is not reused.
+        // Answered without touching the body. Afterwards hyper discards whatever part of it
+        // has already arrived and, if more is announced, closes the connection instead of
+        // waiting for it: a body can neither be buffered here nor keep the connection busy.
         let response = respond(&req, &state.registry, state.readiness.as_ref());
         async move { Ok::<_, Infallible>(response) }
     });
