@@ -25,10 +25,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_http;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod protocol;
