@@ -101,7 +101,8 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
         backend_user: "bench".into(),
         read_only: false,
     };
-    let pool = Pool::new(key, database, login, None);
+    let metrics = pgward::metrics::Metrics::new();
+    let pool = Pool::new(key, database, login, None, metrics.pool("bench/bench"));
 
     // Each checkout finds the pool with room and opens a connection; releasing them all (buffers
     // empty after login) leaves them idle.

@@ -31,6 +31,10 @@ pub struct App {
     pub statements: crate::session::prepared::StatementRegistry,
     /// Live client sessions (admin console, metrics, audit session ids).
     pub sessions: Arc<crate::session::registry::SessionRegistry>,
+    /// Prometheus metrics (served on the admin HTTP listener).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether a backend answered the last reachability probe (for /readyz).
+    pub backend_reachable: std::sync::atomic::AtomicBool,
 }
 
 /// A counted client connection; the count drops with it.
@@ -61,6 +65,19 @@ impl App {
                 backend_tls.insert(db.name.clone(), Arc::new(t));
             }
         }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        metrics.set_client_connections_max(config.server.max_client_connections);
+        for name in config.policies.keys() {
+            // Series exist from the start, so alerts and dashboards see zeros, not gaps.
+            let _ = metrics.policy(name);
+        }
+        let pool_metrics = |key: &PoolKey| {
+            metrics.pool(&crate::metrics::pool_label(
+                &key.database,
+                &key.backend_user,
+                key.read_only,
+            ))
+        };
         let mut pools = HashMap::new();
         for db in config.databases.values() {
             let key = PoolKey {
@@ -69,9 +86,10 @@ impl App {
                 read_only: false,
             };
             let tls = backend_tls.get(&db.name).cloned();
-            pools
-                .entry(key.clone())
-                .or_insert_with(|| Pool::new(key, Arc::clone(db), db.backend.clone(), tls));
+            pools.entry(key.clone()).or_insert_with(|| {
+                let m = pool_metrics(&key);
+                Pool::new(key, Arc::clone(db), db.backend.clone(), tls, m)
+            });
         }
         // Pools for users with their own backend role or a read-only policy.
         for user in config.users.values() {
@@ -91,9 +109,10 @@ impl App {
                     read_only,
                 };
                 let tls = backend_tls.get(&db.name).cloned();
-                pools
-                    .entry(key.clone())
-                    .or_insert_with(|| Pool::new(key, Arc::clone(db), login, tls));
+                pools.entry(key.clone()).or_insert_with(|| {
+                    let m = pool_metrics(&key);
+                    Pool::new(key, Arc::clone(db), login, tls, m)
+                });
             }
         }
         Ok(Arc::new(App {
@@ -107,6 +126,8 @@ impl App {
             shutdown: CancellationToken::new(),
             statements: Default::default(),
             sessions: Default::default(),
+            metrics,
+            backend_reachable: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

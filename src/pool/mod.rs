@@ -71,6 +71,8 @@ pub struct Pool {
     state: Mutex<PoolState>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// This pool's metric handles, labels resolved once.
+    pub metrics: crate::metrics::PoolMetrics,
 }
 
 impl std::fmt::Debug for Pool {
@@ -85,6 +87,7 @@ impl Pool {
         database: Arc<Database>,
         login: BackendLogin,
         tls: Option<Arc<BackendTls>>,
+        metrics: crate::metrics::PoolMetrics,
     ) -> Arc<Pool> {
         let settings = database.pool.clone();
         Arc::new(Pool {
@@ -96,6 +99,7 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -121,6 +125,17 @@ impl Pool {
     /// Waits for a connection: an idle one, a new one if the pool has room, or the next one
     /// released, in arrival order. Gives up after the pool's checkout timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, CheckoutError> {
+        let started = Instant::now();
+        let r = self.checkout_inner().await;
+        match &r {
+            Ok(_) => self.metrics.checkout_wait(started.elapsed()),
+            Err(CheckoutError::Timeout(_)) => self.metrics.checkout_timeout(),
+            Err(_) => {}
+        }
+        r
+    }
+
+    async fn checkout_inner(self: &Arc<Self>) -> Result<PoolGuard, CheckoutError> {
         let timeout = self.settings.checkout_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -353,6 +368,14 @@ impl Pool {
         while !self.closed.load(Ordering::Acquire) {
             tick.tick().await;
             self.maintain_once().await;
+            let st = self.stats();
+            self.metrics.set_server_connections(
+                st.total - st.idle,
+                st.idle,
+                0,
+                0,
+                self.settings.size,
+            );
         }
     }
 
