@@ -16,3 +16,4 @@
 
 pub mod encode;
 pub mod event;
+pub mod settings;
