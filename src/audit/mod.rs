@@ -14,6 +14,9 @@
 //! [`Auditor::wants_statement`] before building a statement event, and [`Auditor::emit`]
 //! only queues: encoding, `ts`/`seq` stamping and I/O happen in the writer task.
 
+pub mod chain;
 pub mod encode;
 pub mod event;
 pub mod settings;
+
+pub use chain::{Break, VerifyError, VerifyReport, verify_file};
