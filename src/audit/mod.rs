@@ -17,6 +17,9 @@
 pub mod chain;
 pub mod encode;
 pub mod event;
+pub mod file;
 pub mod settings;
+pub mod sink;
+pub mod syslog;
 
 pub use chain::{Break, VerifyError, VerifyReport, verify_file};
