@@ -15,13 +15,16 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use ring::digest;
 use serde::Deserialize;
 
 use super::encode::hex_sha256;
+
+/// Longer lines are not events (statement text is capped at 1 MiB); not read into memory.
+const MAX_LINE: u64 = 16 << 20;
 
 /// The text whose SHA-256 is the first `prev` of a file.
 pub const GENESIS: &[u8] = b"pgward audit chain v1";
@@ -122,10 +125,16 @@ pub fn verify_reader(mut r: impl BufRead) -> Result<VerifyReport, VerifyError> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
+        if (&mut r).take(MAX_LINE + 1).read_until(b'\n', &mut buf)? == 0 {
             break;
         }
         if buf.last() != Some(&b'\n') {
+            if buf.len() as u64 > MAX_LINE {
+                return Err(VerifyError::Break {
+                    line: report.lines + 1,
+                    problem: Break::NotAnEvent(format!("longer than {MAX_LINE} bytes")),
+                });
+            }
             report.partial_last_line = true;
             break;
         }
@@ -307,6 +316,18 @@ mod tests {
         mixed.extend(chained(2, line_hash(plain[2].as_bytes()), 1));
         let r = verify(&mixed).expect("chain continues from the last plain line");
         assert_eq!((r.lines, r.chained_from, r.restarts), (5, Some(4), 1));
+    }
+
+    #[test]
+    fn an_endless_line_is_not_read_into_memory() {
+        let long = vec![b'x'; MAX_LINE as usize + 10];
+        assert!(matches!(
+            verify_reader(&long[..]),
+            Err(VerifyError::Break {
+                line: 1,
+                problem: Break::NotAnEvent(_)
+            })
+        ));
     }
 
     #[test]

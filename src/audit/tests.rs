@@ -374,6 +374,89 @@ async fn drop_mode_keeps_the_chain_valid_across_lost_writes() {
     assert!(stats.dropped >= 1);
 }
 
+/// Counts fsyncs; the first `fail` of them fail.
+#[derive(Clone, Default)]
+struct Syncs {
+    mem: MemorySink,
+    syncs: Arc<Mutex<usize>>,
+    fail: Arc<Mutex<usize>>,
+}
+
+impl Sink for Syncs {
+    async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.mem.write(batch).await
+    }
+    async fn sync(&mut self) -> io::Result<()> {
+        *self.syncs.lock().expect("lock") += 1;
+        let mut fail = self.fail.lock().expect("lock");
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(io::Error::other("scripted fsync failure"));
+        }
+        Ok(())
+    }
+}
+
+fn fsync_settings(fsync: FsyncPolicy) -> AuditSettings {
+    let mut s = settings(SinkSettings::File {
+        path: "unused".into(),
+        fsync,
+    });
+    s.fail_closed = true;
+    s
+}
+
+#[tokio::test]
+async fn fsync_policies() {
+    // always: after every batch (one event per batch here).
+    let sink = Syncs::default();
+    let a = start_with_sink(fsync_settings(FsyncPolicy::Always), sink.clone())
+        .await
+        .expect("starts");
+    for i in 0..3 {
+        a.emit(accepted(i)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*sink.syncs.lock().expect("lock"), 3);
+    a.shutdown(SHUTDOWN).await.expect("shuts down");
+
+    // never: not even at shutdown.
+    let sink = Syncs::default();
+    let a = start_with_sink(fsync_settings(FsyncPolicy::Never), sink.clone())
+        .await
+        .expect("starts");
+    a.emit(accepted(1)).await;
+    a.shutdown(SHUTDOWN).await.expect("shuts down");
+    assert_eq!(*sink.syncs.lock().expect("lock"), 0);
+
+    // interval: once for a burst, some time after it; a failure marks the sink failing
+    // (sessions refused) until a retry succeeds.
+    let sink = Syncs::default();
+    *sink.fail.lock().expect("lock") = 2;
+    let a = start_with_sink(
+        fsync_settings(FsyncPolicy::Interval(Duration::from_millis(100))),
+        sink.clone(),
+    )
+    .await
+    .expect("starts");
+    for i in 0..20 {
+        a.emit(accepted(i)).await;
+    }
+    assert_eq!(*sink.syncs.lock().expect("lock"), 0);
+    let mut refused = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        refused |= !a.accepting_sessions();
+        if *sink.syncs.lock().expect("lock") >= 3 && a.accepting_sessions() {
+            break;
+        }
+    }
+    assert!(refused, "a failed fsync fails the sink");
+    assert!(a.accepting_sessions(), "a successful retry clears it");
+    assert_eq!(*sink.syncs.lock().expect("lock"), 3);
+    a.shutdown(SHUTDOWN).await.expect("shuts down");
+}
+
 #[tokio::test]
 async fn events_too_long_for_the_sink_are_dropped() {
     #[derive(Clone, Default)]

@@ -156,9 +156,13 @@ impl<S: Sink> Writer<S> {
     /// Reopen requests, rotation checks, the fsync schedule and drop reports.
     async fn housekeeping(&mut self) {
         self.follow_destination().await;
-        if let (FsyncPolicy::Interval(every), Some(since)) = (self.opts.fsync, self.unsynced_since)
-            && since.elapsed() >= every
-        {
+        // Also the retry of a failed fsync, and the fsync of lines a failed batch delivered.
+        let due = match (self.opts.fsync, self.unsynced_since) {
+            (FsyncPolicy::Always, Some(_)) => true,
+            (FsyncPolicy::Interval(every), Some(since)) => since.elapsed() >= every,
+            _ => false,
+        };
+        if due {
             self.sync().await;
         }
         self.report_drops(false);
