@@ -316,7 +316,7 @@ pub struct StatementDenied {
 /// literal mode the statement's policy uses for matching, because a `Keep`-mode text still
 /// holds the values (`ALTER ROLE app PASSWORD '...'`). [`NormalizedSql::from_sql`] does that;
 /// the policy module, which has the replaced text already, uses
-/// [`NormalizedSql::from_replaced`]. Nothing else can make one, so raw SQL cannot reach an
+/// `NormalizedSql::from_replaced` (crate-private). Nothing else can make one, so raw SQL cannot reach an
 /// event. Shared (`Arc`) so an event for a cached statement costs no copy of its text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NormalizedSql(Arc<str>);

@@ -6,7 +6,8 @@
 //!
 //! - [`event`]: typed events; nothing free-form, so secrets and literals cannot get in;
 //! - [`encode`]: one JSON line per event, fields in a fixed order, ASCII only;
-//! - [`sink`], [`file`], [`syslog`]: destinations; [`writer`]: the task that feeds them;
+//! - [`sink`], [`file`](mod@file), [`syslog`]: destinations; `writer`: the task that feeds
+//!   them;
 //! - [`chain`]: `prev` hashes and [`verify_file`];
 //! - [`settings`]: the `[audit]` configuration.
 //!
