@@ -4,7 +4,8 @@
 //! with `block`/`drop` behaviour when full and fail-closed admission while the sink fails) and
 //! tamper evidence (the hash chain and its verifier).
 //!
-//! - [`event`]: typed events; nothing free-form, so secrets and literals cannot get in;
+//! - [`event`], [`codes`]: typed events; nothing free-form, so secrets and literals cannot
+//!   get in;
 //! - [`encode`]: one JSON line per event, fields in a fixed order, ASCII only;
 //! - [`sink`], [`file`](mod@file), [`syslog`]: destinations; `writer`: the task that feeds
 //!   them;
@@ -16,6 +17,7 @@
 //! only queues: encoding, `ts`/`seq` stamping and I/O happen in the writer task.
 
 pub mod chain;
+pub mod codes;
 pub mod encode;
 pub mod event;
 pub mod file;
