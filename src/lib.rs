@@ -27,6 +27,7 @@
 
 pub mod admin_http;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
