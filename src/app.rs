@@ -35,6 +35,17 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether a backend answered the last reachability probe (for /readyz).
     pub backend_reachable: std::sync::atomic::AtomicBool,
+    /// Audit events (a disabled handle when not configured).
+    pub audit: crate::audit::Auditor,
+}
+
+/// Why pgward could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// A counted client connection; the count drops with it.
@@ -51,8 +62,26 @@ impl Drop for ClientPermit {
 }
 
 impl App {
-    /// Builds the shared state and one pool per (database, backend role) the config can reach.
+    /// Starts the audit writer (if configured), then builds the shared state. Must run inside
+    /// a tokio runtime.
+    pub async fn start(config: Config) -> Result<Arc<App>, StartError> {
+        let auditor = match &config.audit {
+            Some(settings) => crate::audit::start(settings.clone()).await?,
+            None => crate::audit::Auditor::disabled(),
+        };
+        Ok(Self::with_auditor(config, auditor)?)
+    }
+
+    /// Builds the shared state without audit.
     pub fn new(config: Config) -> Result<Arc<App>, TlsError> {
+        Self::with_auditor(config, crate::audit::Auditor::disabled())
+    }
+
+    /// Builds the shared state and one pool per (database, backend role) the config can reach.
+    pub fn with_auditor(
+        config: Config,
+        audit: crate::audit::Auditor,
+    ) -> Result<Arc<App>, TlsError> {
         let config = Arc::new(config);
         let client_tls = config
             .client_tls
@@ -128,6 +157,7 @@ impl App {
             sessions: Default::default(),
             metrics,
             backend_reachable: std::sync::atomic::AtomicBool::new(false),
+            audit,
         }))
     }
 

@@ -52,14 +52,20 @@ pub use config::Config;
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tls::TlsError> {
-    let app = App::new(config)?;
-    server::serve(app, listener, shutdown).await;
+) -> Result<(), app::StartError> {
+    let app = App::start(config).await?;
+    server::serve(app, listener, admin, shutdown).await;
     Ok(())
 }
 
 /// Like [`run`], with an `App` the caller keeps (tests use it to look at pools).
-pub async fn run_app(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    server::serve(app, listener, shutdown).await;
+pub async fn run_app(
+    app: Arc<App>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
+    server::serve(app, listener, admin, shutdown).await;
 }

@@ -67,6 +67,18 @@ enum Command {
         #[command(subcommand)]
         command: AllowlistCommand,
     },
+    /// Audit files.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check an audit file: every line an event, seq increasing, and (when written with
+    /// chain = true) each line's hash of the one before. Reports the first break.
+    Verify { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +279,29 @@ fn main() -> ExitCode {
             }
         },
         Command::Allowlist { command } => allowlist_command(command),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => match pgward::audit::verify_file(&file) {
+            Ok(r) => {
+                println!(
+                    "{}: ok ({} events, seq {}..{}{})",
+                    file.display(),
+                    r.lines,
+                    r.first_seq.unwrap_or(0),
+                    r.last_seq.unwrap_or(0),
+                    if r.chained_from.is_some() {
+                        ", hash chain intact"
+                    } else {
+                        ", not chained"
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Certs {
             command:
                 CertsCommand::Dev {
@@ -323,8 +358,15 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(listen = %config.server.listen, "pgward listening");
-        match pgward::run(config, listener, pgward::signal::shutdown_requested()).await {
+        let admin = match tokio::net::TcpListener::bind(config.server.admin_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %config.server.admin_listen, error = %e, "cannot listen (admin)");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(listen = %config.server.listen, admin = %config.server.admin_listen, "pgward listening");
+        match pgward::run(config, listener, Some(admin), pgward::signal::shutdown_requested()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

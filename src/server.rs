@@ -1,6 +1,6 @@
 //! The accept loop: admission against the client limit, one task per client, pool housekeeping,
-//! and a graceful drain on shutdown. The listener and the shutdown signal are arguments, so tests
-//! bind port 0 and run the whole server in process.
+//! the admin HTTP endpoint (metrics, health), and a graceful drain on shutdown. The listeners and
+//! the shutdown signal are arguments, so tests bind port 0 and run the whole server in process.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,8 +13,47 @@ use crate::app::App;
 
 /// Serves clients from `listener` until `shutdown` completes, then drains: new connections are
 /// refused, sessions end at their next idle point, and after `shutdown_timeout` the rest are cut.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
     let tasks = TaskTracker::new();
+    {
+        let audit = app.audit.clone();
+        app.metrics.set_audit_source(move || {
+            let st = audit.stats();
+            crate::metrics::AuditStats {
+                queue_depth: st.queue_depth as u64,
+                written: st.written,
+                dropped: st.dropped,
+            }
+        });
+    }
+    if let Some(admin) = admin {
+        let registry = app.metrics.registry().clone();
+        let readiness: Arc<dyn crate::admin_http::Readiness> = Arc::new(Ready(Arc::clone(&app)));
+        // The admin endpoint outlives the drain's start a little: /readyz says "draining".
+        let stop = app.shutdown.clone();
+        tasks.spawn(async move {
+            crate::admin_http::serve(admin, registry, readiness, async move {
+                stop.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            })
+            .await;
+        });
+    }
+    {
+        let app = Arc::clone(&app);
+        let token = app.shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = probe_backends(&app) => {}
+                _ = token.cancelled() => {}
+            }
+        });
+    }
     for pool in app.pools() {
         let pool = Arc::clone(pool);
         let token = app.shutdown.clone();
@@ -77,5 +116,60 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
     for pool in app.pools() {
         pool.close();
+    }
+    // Whatever sessions queued is written before the process goes.
+    if let Err(e) = app.audit.shutdown(Duration::from_secs(5)).await {
+        tracing::error!(error = %e, "audit events were not all written at shutdown");
+    }
+}
+
+/// /readyz: accepting (not draining) and at least one backend answered the last probe.
+struct Ready(Arc<App>);
+
+impl crate::admin_http::Readiness for Ready {
+    fn ready(&self) -> Result<(), String> {
+        if self.0.shutdown.is_cancelled() {
+            return Err("draining".into());
+        }
+        if !self
+            .0
+            .backend_reachable
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err("no backend reachable".into());
+        }
+        if !self.0.audit.accepting_sessions() {
+            return Err("audit sink failing (fail_closed)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every few seconds, opens a TCP connection to each backend (no login): readiness means at
+/// least one answers, or a pool holds live connections.
+async fn probe_backends(app: &App) {
+    let mut targets: Vec<(String, u16)> = app
+        .config
+        .databases
+        .values()
+        .map(|d| (d.target.host.clone(), d.target.port))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    loop {
+        let mut reachable = app.pools().any(|p| p.stats().total > p.stats().idle);
+        for (host, port) in &targets {
+            if reachable {
+                break;
+            }
+            let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
+            reachable = matches!(
+                tokio::time::timeout(Duration::from_secs(2), connect).await,
+                Ok(Ok(_))
+            );
+        }
+        app.backend_reachable
+            .store(reachable, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

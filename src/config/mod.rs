@@ -36,6 +36,8 @@ pub struct Config {
     pub databases: HashMap<String, Arc<Database>>,
     /// Statement policies by name (users hold theirs).
     pub policies: HashMap<String, Arc<crate::policy::Policy>>,
+    /// Where audit events go; `None`: no audit.
+    pub audit: Option<crate::audit::settings::AuditSettings>,
     /// Key for mock SCRAM salts of unknown users: stable while the configured verifiers are, and
     /// derived from their secret keys so an outsider cannot predict it.
     pub mock_auth_key: [u8; 32],
@@ -511,6 +513,16 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         .map(|f| read_users_file(&resolve(base, f), &mut errors))
         .unwrap_or_default();
 
+    let audit = match &raw.audit {
+        None => None,
+        Some(a) => match crate::audit::settings::AuditSettings::from_raw(a, base) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(format!("audit: {e}"));
+                None
+            }
+        },
+    };
     let mut policies = HashMap::new();
     for (name, p) in &raw.policies {
         match crate::policy::PolicySettings::from_raw(name, p, base)
@@ -730,6 +742,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         users,
         databases,
         policies,
+        audit,
         mock_auth_key,
     })
 }

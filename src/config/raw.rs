@@ -19,6 +19,8 @@ pub struct RawConfig {
     /// Statement policies by name, attached to users with `policy = "name"`.
     #[serde(default)]
     pub policies: std::collections::BTreeMap<String, RawPolicy>,
+    /// Audit events; none when absent.
+    pub audit: Option<crate::audit::settings::RawAudit>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -312,17 +312,19 @@ impl Policy {
     }
 
     /// Records a statement in learn mode (once per user, database and normalized text).
-    pub fn learn(&self, user: &str, database: &str, analysis: &Analysis) {
+    /// Returns true the first time.
+    pub fn learn(&self, user: &str, database: &str, analysis: &Analysis) -> bool {
         if let (Some(learner), Some(text)) = (&self.learner, &analysis.normalized)
             && analysis.statements > 0
         {
-            learner.record(LearnedRecord {
+            return learner.record(LearnedRecord {
                 user: user.to_owned(),
                 database: database.to_owned(),
                 fingerprint: analysis.fingerprint,
                 text: text.clone(),
             });
         }
+        false
     }
 
     /// The cached analysis of `sql`, computed on first sight.
@@ -569,11 +571,11 @@ impl Learner {
 
     /// Writes happen only for statements never seen before: rare, small, and appended with
     /// one write each, so a blocking write under the lock is acceptable here.
-    fn record(&self, r: LearnedRecord) {
+    fn record(&self, r: LearnedRecord) -> bool {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let key = (r.user.clone(), r.database.clone(), r.text.clone());
         if st.seen.contains(&key) {
-            return;
+            return false;
         }
         if st.file.is_none() {
             match std::fs::OpenOptions::new()
@@ -584,7 +586,7 @@ impl Learner {
                 Ok(f) => st.file = Some(f),
                 Err(e) => {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot open the learn file");
-                    return;
+                    return false;
                 }
             }
         }
@@ -598,10 +600,12 @@ impl Learner {
             Ok(()) => {
                 st.seen.insert(key);
                 tracing::info!(fingerprint = %r.fingerprint, user = %r.user, database = %r.database, "statement learned");
+                true
             }
             Err(e) => {
                 tracing::error!(path = %self.path.display(), error = %e, "writing a learned statement failed");
                 st.file = None;
+                false
             }
         }
     }

@@ -35,6 +35,9 @@ use state::SessionParams;
 /// client still gets a proper 53300 error once it has said hello.
 pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Option<ClientPermit>) {
     let deadline = tokio::time::Instant::now() + app.config.server.startup_timeout;
+    if permit.is_none() {
+        app.metrics.client_rejected();
+    }
     let mut buf = BytesMut::with_capacity(8192);
     let opened = tokio::time::timeout_at(deadline, open(&app, tcp, &mut buf, peer)).await;
     match opened {
@@ -57,6 +60,67 @@ pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Opti
         Ok(Opened::Done) => {}
         Err(_) => tracing::info!(%peer, "startup timed out"),
     }
+}
+
+fn tls_failed(app: &App, peer: SocketAddr) {
+    use crate::audit::event::{Event, EventFields};
+    app.metrics.tls_handshake_failure();
+    app.audit.emit_now(
+        Event::new(EventFields::TlsHandshakeFailed {
+            reason: crate::audit::codes::TlsFailure::Protocol,
+        })
+        .client(peer),
+    );
+}
+
+/// The audit event and metric for a session refused before it ran anything.
+async fn audit_refusal(app: &App, peer: SocketAddr, user: &str, database: &str, e: &ClientError) {
+    use crate::audit::codes::{AuthFailure, RejectReason};
+    use crate::audit::event::{Event, EventFields, Identity};
+    use crate::metrics::AuthFailure as M;
+    let auth = |reason, metric| {
+        app.metrics.auth_failure(metric);
+        EventFields::AuthFailed {
+            method: None,
+            reason,
+        }
+    };
+    let rejected = |reason| {
+        app.metrics.client_rejected();
+        EventFields::ConnectionRejected { reason }
+    };
+    let fields = match e {
+        ClientError::AuthFailed { .. } if app.config.users.contains_key(user) => {
+            auth(AuthFailure::WrongPassword, M::Password)
+        }
+        ClientError::AuthFailed { .. } => auth(AuthFailure::UnknownUser, M::Password),
+        ClientError::CertIdentityMismatch { .. } => {
+            auth(AuthFailure::CertificateMismatch, M::Certificate)
+        }
+        ClientError::ClientCertRequired => auth(AuthFailure::CertificateRequired, M::Certificate),
+        ClientError::AuthNotAllowed { .. } => auth(AuthFailure::MethodNotAllowed, M::NotAllowed),
+        ClientError::TlsRequired => {
+            app.metrics.auth_failure(M::TlsRequired);
+            EventFields::ConnectionRejected {
+                reason: RejectReason::TlsRequired,
+            }
+        }
+        ClientError::TooManyClients => rejected(RejectReason::Limit),
+        ClientError::TooManyClientsForUser { .. } => rejected(RejectReason::UserLimit),
+        ClientError::UnknownDatabase { .. } => rejected(RejectReason::UnknownDatabase),
+        ClientError::StartupParamRefused { .. } => rejected(RejectReason::StartupParameter),
+        ClientError::ShuttingDown => rejected(RejectReason::Draining),
+        ClientError::CheckoutTimeout { .. } => rejected(RejectReason::Timeout),
+        _ => rejected(RejectReason::Protocol),
+    };
+    let mut ev = Event::new(fields).client(peer);
+    if !user.is_empty() {
+        ev = ev.identity(Arc::new(Identity::user(user)));
+    }
+    if !database.is_empty() {
+        ev = ev.database(database);
+    }
+    app.audit.emit(ev).await;
 }
 
 /// The transport a client ended up on, with its StartupMessage.
@@ -85,6 +149,7 @@ async fn open(app: &Arc<App>, mut tcp: TcpStream, buf: &mut BytesMut, peer: Sock
             Ok((stream, tls_peer)) => after_handshake(app, stream, tls_peer, buf, peer).await,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "TLS handshake failed");
+                tls_failed(app, peer);
                 Opened::Done
             }
         };
@@ -121,6 +186,7 @@ async fn open(app: &Arc<App>, mut tcp: TcpStream, buf: &mut BytesMut, peer: Sock
                     }
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        tls_failed(app, peer);
                         Opened::Done
                     }
                 };
@@ -203,6 +269,14 @@ async fn run_session<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // What the client claims, for the audit trail of a refusal (not yet authenticated).
+    let claimed_user = startup.param("user").unwrap_or_default().to_owned();
+    let claimed_db = startup
+        .param("database")
+        .unwrap_or(&claimed_user)
+        .to_owned();
+    let application_name = startup.param("application_name").map(str::to_owned);
+    let cert = tls.as_ref().and_then(|t| t.identity.clone());
     let begun = tokio::time::timeout_at(
         deadline,
         begin(
@@ -220,11 +294,22 @@ async fn run_session<S>(
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "connection refused");
+            audit_refusal(&app, peer, &claimed_user, &claimed_db, &e).await;
             send_fatal(&mut stream, &e).await;
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "startup timed out");
+            audit_refusal(
+                &app,
+                peer,
+                &claimed_user,
+                &claimed_db,
+                &ClientError::ProtocolViolation {
+                    reason: String::new(),
+                },
+            )
+            .await;
             send_fatal(
                 &mut stream,
                 &ClientError::ProtocolViolation {
@@ -292,19 +377,99 @@ async fn run_session<S>(
                 .and_then(|i| i.label()),
         },
     );
+    let identity = {
+        let id = crate::audit::event::Identity::user(user_name.clone());
+        Arc::new(match &cert {
+            Some(c) => id.with_certificate(c),
+            None => id,
+        })
+    };
+    let audit_ctx = relay::AuditContext {
+        sid: registered.info.sid,
+        peer,
+        identity: Arc::clone(&identity),
+        database: Arc::from(pool.key.database.as_str()),
+    };
+    {
+        use crate::audit::event::{Event, EventFields, SessionStarted};
+        let backend_role: Arc<str> = Arc::from(pool.key.backend_user.as_str());
+        let ev = |fields| {
+            Event::new(fields)
+                .sid(registered.info.sid)
+                .client(peer)
+                .identity(Arc::clone(&identity))
+                .database(pool.key.database.as_str())
+        };
+        let method = match (&cert, tls.as_ref().and_then(|t| t.channel_binding.as_ref())) {
+            (Some(_), _) => crate::audit::codes::AuthMethod::Cert,
+            _ => crate::audit::codes::AuthMethod::Scram,
+        };
+        app.audit
+            .emit(ev(EventFields::AuthSucceeded {
+                method,
+                backend_role: Some(Arc::clone(&backend_role)),
+            }))
+            .await;
+        app.audit
+            .emit(ev(EventFields::SessionStarted(SessionStarted {
+                backend_role: Some(backend_role),
+                pool_mode: Some(pool.settings().mode),
+                policy: policy.as_ref().map(|p| Arc::from(p.name.as_str())),
+                tls: tls.is_some(),
+                application_name,
+            })))
+            .await;
+    }
+    let gauge = app.metrics.client_connection();
+    let audit_app = Arc::clone(&app);
     let end = Relay::new(app, stream, buf, pool, server, params, cancel)
         .with_deadline(cert_expires)
         .with_policy(policy, &user_name)
-        .with_info(Arc::clone(&registered.info))
+        .with_info(Arc::clone(&registered.info), gauge, audit_ctx)
         .run()
         .instrument(span)
         .await;
-    match end {
+    match &end {
         SessionEnd::ClientClosed => tracing::debug!(%peer, "session ended"),
         SessionEnd::Io(e) => tracing::debug!(%peer, error = %e, "session ended by i/o error"),
         SessionEnd::ClientError(e) => {
             tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "session ended")
         }
+    }
+    {
+        use crate::audit::codes::EndReason;
+        use crate::audit::event::{Event, EventFields, SessionEnded};
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = &registered.info;
+        let reason = match &end {
+            SessionEnd::ClientClosed => EndReason::Terminate,
+            SessionEnd::Io(_) => EndReason::Disconnect,
+            SessionEnd::ClientError(e) => match e {
+                ClientError::ClientIdleTimeout => EndReason::IdleTimeout,
+                ClientError::IdleInTransactionTimeout => EndReason::IdleInTransactionTimeout,
+                ClientError::ShuttingDown => EndReason::Shutdown,
+                ClientError::ProtocolViolation { .. } => EndReason::ProtocolError,
+                ClientError::PolicyUnenforceable { .. } => EndReason::PolicyChanged,
+                _ => EndReason::ServerError,
+            },
+        };
+        audit_app
+            .audit
+            .emit(
+                Event::new(EventFields::SessionEnded(SessionEnded {
+                    duration: i.started.elapsed().unwrap_or_default(),
+                    transactions: i.transactions.load(Relaxed),
+                    statements: i.queries.load(Relaxed),
+                    bytes_in: i.bytes_from_client.load(Relaxed),
+                    bytes_out: i.bytes_to_client.load(Relaxed),
+                    reason,
+                }))
+                .sid(i.sid)
+                .client(peer)
+                .identity(identity)
+                .database(i.database.as_str()),
+            )
+            .await;
     }
     drop(registered);
     drop(user_permit);

@@ -193,6 +193,23 @@ pub struct Relay<S> {
     user: String,
     /// This session's entry in the registry of live sessions.
     info: Option<Arc<SessionInfo>>,
+    /// Counts this client in the client-connection metric by state.
+    gauge: Option<crate::metrics::ClientGauge>,
+    /// Who this session is, for its audit events.
+    audit: Option<AuditContext>,
+    /// This policy's metric handles (labels resolved once per session).
+    policy_metrics: Option<crate::metrics::PolicyMetrics>,
+    /// Since when the server owes answers (for the query-duration histogram).
+    busy_since: Option<std::time::Instant>,
+}
+
+/// What audit events of one session carry.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    pub sid: u64,
+    pub peer: std::net::SocketAddr,
+    pub identity: Arc<crate::audit::event::Identity>,
+    pub database: Arc<str>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
@@ -252,21 +269,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             policy: None,
             user: String::new(),
             info: None,
+            gauge: None,
+            audit: None,
+            policy_metrics: None,
+            busy_since: None,
         }
     }
 
     /// Reports this session's state and counters in `info` (admin console, metrics).
-    pub fn with_info(mut self, info: Arc<SessionInfo>) -> Self {
-        if self.server.is_some() {
-            info.set_state(ClientState::Active);
-        }
+    pub fn with_info(
+        mut self,
+        info: Arc<SessionInfo>,
+        gauge: crate::metrics::ClientGauge,
+        audit: AuditContext,
+    ) -> Self {
         self.info = Some(info);
+        self.gauge = Some(gauge);
+        self.audit = Some(audit);
+        self.set_state(if self.server.is_some() {
+            ClientState::Active
+        } else {
+            ClientState::Idle
+        });
         self
     }
 
     /// Applies `policy` (if active) to every statement of the session of `user`.
     pub fn with_policy(mut self, policy: Option<Arc<Policy>>, user: &str) -> Self {
         self.policy = policy.filter(|p| p.active());
+        self.policy_metrics = self
+            .policy
+            .as_ref()
+            .map(|p| self.app.metrics.policy(&p.name));
         self.user = user.to_owned();
         self
     }
@@ -416,9 +450,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
     }
 
-    fn set_state(&self, s: ClientState) {
+    fn set_state(&mut self, s: ClientState) {
         if let Some(i) = &self.info {
             i.set_state(s);
+        }
+        if let Some(g) = &mut self.gauge {
+            g.set_state(match s {
+                ClientState::Idle => crate::metrics::ClientState::Idle,
+                ClientState::Active => crate::metrics::ClientState::Active,
+                ClientState::Waiting => crate::metrics::ClientState::Waiting,
+            });
         }
     }
 
@@ -622,12 +663,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
 
         // The statement policy first: a denied statement never reaches a server.
-        if self.policy.is_some()
-            && let Some(err) = self.policy_check(tag, &body_range)?
-        {
-            self.forward_client(*fwd, pos).await?;
-            *fwd = pos;
-            return self.refuse(tag, err).await;
+        if self.policy.is_some() {
+            let (refusal, event) = self.policy_check(tag, &body_range)?;
+            if let Some(ev) = event {
+                self.app.audit.emit(ev).await;
+            }
+            if let Some(err) = refusal {
+                self.forward_client(*fwd, pos).await?;
+                *fwd = pos;
+                return self.refuse(tag, err).await;
+            }
         }
 
         // Decide before taking a server: a refusal needs none.
@@ -841,36 +886,111 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     /// The policy's answer for a Query, Parse or FunctionCall, with its mode applied: the error
     /// to refuse it with, if any. Bind/Execute need no check: a named statement was checked
     /// when it was parsed, so an execution costs nothing here.
+    #[allow(clippy::type_complexity)]
     fn policy_check(
         &self,
         tag: u8,
         body: &std::ops::Range<usize>,
-    ) -> Result<Option<ClientError>, SessionEnd> {
+    ) -> Result<(Option<ClientError>, Option<crate::audit::event::Event>), SessionEnd> {
         let Some(policy) = &self.policy else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let body = &self.cbuf[body.clone()];
-        let verdict = match tag {
+        let (verdict, sql, protocol) = match tag {
             b'Q' => {
                 let sql = msg::decode_query_bytes(body).map_err(decode_violation)?;
-                policy.judge(sql, Via::SimpleQuery)
+                (
+                    policy.judge(sql, Via::SimpleQuery),
+                    sql,
+                    crate::audit::codes::Protocol::Simple,
+                )
             }
             b'P' => {
                 let (_, sql) = msg::decode_parse_raw(body).map_err(decode_violation)?;
-                policy.judge(sql, Via::Parse)
+                (
+                    policy.judge(sql, Via::Parse),
+                    sql,
+                    crate::audit::codes::Protocol::Extended,
+                )
             }
             b'F' => {
-                return Ok(policy
-                    .function_call_denial()
-                    .and_then(|d| self.apply_mode(policy, None, d)));
+                let Some(d) = policy.function_call_denial() else {
+                    return Ok((None, None));
+                };
+                let fingerprint = crate::policy::normalize::Fingerprint(0);
+                let event = self.denial_event(
+                    policy,
+                    &d,
+                    fingerprint,
+                    b"",
+                    crate::audit::codes::Protocol::FunctionCall,
+                );
+                return Ok((self.apply_mode(policy, None, d), event));
             }
-            _ => return Ok(None),
+            _ => return Ok((None, None)),
         };
-        if policy.mode == Mode::Learn {
-            policy.learn(&self.user, &self.pool.database.name, &verdict.analysis);
-        }
         let Verdict { analysis, denial } = verdict;
-        Ok(denial.and_then(|d| self.apply_mode(policy, Some(&analysis), d)))
+        let metrics = self.policy_metrics.as_ref();
+        if policy.mode == Mode::Learn {
+            if policy.learn(&self.user, &self.pool.database.name, &analysis) {
+                metrics.inspect(|m| m.learned());
+                let event = self.event(crate::audit::event::EventFields::StatementLearned {
+                    policy: Arc::from(policy.name.as_str()),
+                    fingerprint: analysis.fingerprint,
+                    text: audit_text(sql),
+                });
+                return Ok((None, event));
+            }
+            return Ok((None, None));
+        }
+        match denial {
+            None => {
+                metrics.inspect(|m| m.allowed());
+                Ok((None, None))
+            }
+            Some(d) => {
+                let event = self.denial_event(policy, &d, analysis.fingerprint, sql, protocol);
+                Ok((self.apply_mode(policy, Some(&analysis), d), event))
+            }
+        }
+    }
+
+    /// An audit event of this session, if it is audited.
+    fn event(
+        &self,
+        fields: crate::audit::event::EventFields,
+    ) -> Option<crate::audit::event::Event> {
+        let ctx = self.audit.as_ref()?;
+        if !self.app.audit.enabled() {
+            return None;
+        }
+        Some(
+            crate::audit::event::Event::new(fields)
+                .sid(ctx.sid)
+                .client(ctx.peer)
+                .identity(Arc::clone(&ctx.identity))
+                .database(Arc::clone(&ctx.database)),
+        )
+    }
+
+    fn denial_event(
+        &self,
+        policy: &Policy,
+        d: &Denial,
+        fingerprint: crate::policy::normalize::Fingerprint,
+        sql: &[u8],
+        protocol: crate::audit::codes::Protocol,
+    ) -> Option<crate::audit::event::Event> {
+        self.event(crate::audit::event::EventFields::StatementDenied(
+            crate::audit::event::StatementDenied {
+                policy: Arc::from(policy.name.as_str()),
+                mode: policy.mode,
+                reason: d.into(),
+                fingerprint,
+                text: audit_text(sql),
+                protocol,
+            },
+        ))
     }
 
     /// Enforce refuses; audit and learn only report.
@@ -885,6 +1005,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             .unwrap_or_else(|| "-".to_string());
         match policy.mode {
             Mode::Enforce => {
+                if let Some(m) = &self.policy_metrics {
+                    m.denied();
+                }
                 tracing::warn!(
                     policy = %policy.name,
                     fingerprint = %fingerprint,
@@ -898,6 +1021,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 })
             }
             Mode::Audit => {
+                if let Some(m) = &self.policy_metrics {
+                    m.would_deny();
+                }
                 tracing::warn!(
                     policy = %policy.name,
                     fingerprint = %fingerprint,
@@ -1100,6 +1226,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 if let Some(i) = &self.info {
                     SessionInfo::add(&i.queries, 1);
                 }
+                if self.pending_syncs == 0 {
+                    self.busy_since = Some(std::time::Instant::now());
+                }
                 self.pending_syncs += 1;
                 self.pending_kinds.push_back(SyncKind::Query);
                 if self.tracking() {
@@ -1120,6 +1249,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will come.
             }
             b'S' => {
+                if self.pending_syncs == 0 {
+                    self.busy_since = Some(std::time::Instant::now());
+                }
                 self.pending_syncs += 1;
                 self.pending_kinds.push_back(SyncKind::Sync);
                 self.extended_open = false;
@@ -1390,13 +1522,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     if swallow {
                         self.cout.extend_from_slice(&server.buf[fwd..pos]);
                         fwd = pos + f.len;
-                    } else if f.tag == b'Z'
-                        && self.tx_status == TxStatus::Idle
-                        && let Some(i) = &self.info
-                    {
-                        // A ReadyForQuery outside a transaction block ends a transaction (an
-                        // explicit one, or a statement's own).
-                        SessionInfo::add(&i.transactions, 1);
+                    } else if f.tag == b'Z' {
+                        if self.pending_syncs == 0
+                            && let Some(t) = self.busy_since.take()
+                        {
+                            self.pool.metrics.query(t.elapsed());
+                        }
+                        if self.tx_status == TxStatus::Idle {
+                            // A ReadyForQuery outside a transaction block ends a transaction
+                            // (an explicit one, or a statement's own).
+                            self.pool.metrics.transaction();
+                            if let Some(i) = &self.info {
+                                SessionInfo::add(&i.transactions, 1);
+                            }
+                        }
                     }
                     if tracking && self.replies.synthetic_due() {
                         let end = pos + f.len;
@@ -1444,6 +1583,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         } else {
             ClientState::Idle
         });
+        if let Err(CheckoutError::Timeout(waited)) = &checked_out
+            && let Some(ev) = self.event(crate::audit::event::EventFields::PoolCheckoutTimeout {
+                backend_role: Arc::from(self.pool.key.backend_user.as_str()),
+                waited: *waited,
+                pool_size: self.pool.settings().size as u32,
+            })
+        {
+            self.app.audit.emit(ev).await;
+        }
         let mut guard = checked_out.map_err(|e| checkout_error(&self.pool, e))?;
         if let Some(i) = &self.info {
             i.set_server(Some(guard.id));
@@ -1946,6 +2094,13 @@ fn on_server_message(tag: u8, body: &[u8], v: &mut ServerView<'_>) -> Result<boo
         _ => {}
     }
     Ok(false)
+}
+
+/// Statement text for an audit event: normalized with every literal replaced (never the
+/// client's values); none when it cannot be normalized.
+fn audit_text(sql: &[u8]) -> Option<crate::audit::event::NormalizedSql> {
+    let text = std::str::from_utf8(sql).ok()?;
+    crate::audit::event::NormalizedSql::from_sql(text).ok()
 }
 
 /// Settings under which PostgreSQL reads SQL text differently from the statement policy.

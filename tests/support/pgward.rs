@@ -204,6 +204,8 @@ checkout_timeout = {checkout}
 /// pgward serving on 127.0.0.1:0 from its own runtime thread until dropped.
 pub struct Pgward {
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint (metrics, health).
+    pub admin_addr: SocketAddr,
     pub app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -211,10 +213,8 @@ pub struct Pgward {
 
 impl Pgward {
     pub fn start(config: pgward::Config) -> Pgward {
-        let app = App::new(config).expect("pgward starts");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let app_for_thread = Arc::clone(&app);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -222,21 +222,31 @@ impl Pgward {
                 .build()
                 .expect("pgward test runtime");
             rt.block_on(async move {
+                // Inside the runtime: the audit writer is a task of it.
+                let app = App::start(config).await.expect("pgward starts");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind pgward test listener");
+                let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind pgward test admin listener");
                 addr_tx
-                    .send(listener.local_addr().expect("local addr"))
+                    .send((
+                        listener.local_addr().expect("local addr"),
+                        admin.local_addr().expect("admin addr"),
+                        Arc::clone(&app),
+                    ))
                     .expect("report address");
-                pgward::run_app(app_for_thread, listener, async {
+                pgward::run_app(app, listener, Some(admin), async {
                     let _ = stop_rx.await;
                 })
                 .await;
             });
         });
-        let addr = addr_rx.recv().expect("pgward started");
+        let (addr, admin_addr, app) = addr_rx.recv().expect("pgward started");
         Pgward {
             addr,
+            admin_addr,
             app,
             stop: Some(stop_tx),
             thread: Some(thread),
