@@ -37,6 +37,8 @@ pub struct App {
     pub backend_reachable: std::sync::atomic::AtomicBool,
     /// Audit events (a disabled handle when not configured).
     pub audit: crate::audit::Auditor,
+    /// What audited statements are (fingerprint, redacted text, kind), by text.
+    pub descriptions: crate::session::executed::Descriptions,
 }
 
 /// Why pgward could not start.
@@ -158,6 +160,7 @@ impl App {
             metrics,
             backend_reachable: std::sync::atomic::AtomicBool::new(false),
             audit,
+            descriptions: Default::default(),
         }))
     }
 

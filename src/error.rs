@@ -95,6 +95,8 @@ pub enum ClientError {
     PolicyUnenforceable {
         setting: String,
     },
+    /// The audit sink is failing and the audit config says to fail closed.
+    AuditUnavailable,
     ClientIdleTimeout,
     IdleInTransactionTimeout,
     ShuttingDown,
@@ -142,6 +144,7 @@ impl ClientError {
             TooManyPreparedStatements { .. } => code::PROGRAM_LIMIT_EXCEEDED,
             InFailedTransaction => code::IN_FAILED_SQL_TRANSACTION,
             PolicyDenied { .. } | PolicyUnenforceable { .. } => code::INSUFFICIENT_PRIVILEGE,
+            AuditUnavailable => code::CANNOT_CONNECT_NOW,
             ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
             IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             ShuttingDown => code::ADMIN_SHUTDOWN,
@@ -228,6 +231,9 @@ impl ClientError {
             PolicyUnenforceable { setting } => format!(
                 "terminating connection: {setting} changed to a value under which the statement policy cannot be enforced"
             ),
+            AuditUnavailable => {
+                "the audit log is unavailable; new sessions are refused until it recovers".into()
+            }
             ClientIdleTimeout => "terminating connection due to idle-session timeout".into(),
             IdleInTransactionTimeout => {
                 "terminating connection due to idle-in-transaction timeout".into()

@@ -54,6 +54,20 @@ pub async fn serve(
             }
         });
     }
+    {
+        let app = Arc::clone(&app);
+        let token = app.shutdown.clone();
+        tasks.spawn(async move {
+            let hup = crate::signal::on_hangup(|| {
+                app.audit.reopen();
+                app.reload_tls();
+            });
+            tokio::select! {
+                _ = hup => {}
+                _ = token.cancelled() => {}
+            }
+        });
+    }
     for pool in app.pools() {
         let pool = Arc::clone(pool);
         let token = app.shutdown.clone();

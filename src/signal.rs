@@ -1,4 +1,5 @@
-//! Process signals: SIGTERM and SIGINT start a graceful shutdown.
+//! Process signals: SIGTERM and SIGINT start a graceful shutdown; SIGHUP reopens the audit file
+//! and re-reads certificates.
 
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn shutdown_requested() {
@@ -15,5 +16,19 @@ pub async fn shutdown_requested() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Calls `on_hup` on every SIGHUP (reopen the audit file after logrotate, re-read
+/// certificates) until the process ends.
+pub async fn on_hangup(on_hup: impl Fn()) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reopening the audit file, re-reading certificates");
+        on_hup();
     }
 }

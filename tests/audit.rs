@@ -25,6 +25,7 @@ sink = \"file\"
 path = \"audit.jsonl\"
 fsync = \"always\"
 chain = true
+statements = \"all\"
 "
         .into(),
         ..Options::default()
@@ -72,9 +73,19 @@ async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
         .await
         .expect_err("write denied");
     assert_eq!(support::pgward::sqlstate(&e).as_deref(), Some("42501"));
+    let e = c
+        .simple_query("SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(support::pgward::sqlstate(&e).as_deref(), Some("22012"));
     // Metrics moved: an active client, transactions on the read-only pool, policy decisions.
     let during = scrape(&env);
-    assert!(sample(&during, "pgward_client_connections{state=\"idle\"}") >= 1.0);
+    assert!(
+        sample(&during, "pgward_client_connections{state=\"idle\"}")
+            + sample(&during, "pgward_client_connections{state=\"active\"}")
+            >= 1.0,
+        "{during}"
+    );
     let tx = format!("pgward_transactions_total{{{pool}}}");
     assert!(
         sample(&during, &tx)
@@ -156,6 +167,30 @@ async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
             .is_some_and(|f| f.len() == 16)
     );
     assert_eq!(denied["text"], "INSERT INTO t VALUES (?)", "{denied}");
+    let executed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "statement.executed")
+        .collect();
+    let select = executed
+        .iter()
+        .find(|e| e["text"] == "SELECT ?")
+        .unwrap_or_else(|| panic!("no executed SELECT in {executed:?}"));
+    assert_eq!(select["command"], "SELECT");
+    assert_eq!(select["rows"], 1);
+    assert_eq!(select["kind"], "read");
+    assert_eq!(select["protocol"], "extended");
+    assert!(select["duration_us"].as_u64().is_some());
+    let failed = executed
+        .iter()
+        .find(|e| e["sqlstate"] == "22012")
+        .unwrap_or_else(|| panic!("no failed statement in {executed:?}"));
+    assert_eq!(failed["protocol"], "simple");
+    assert!(
+        !executed
+            .iter()
+            .any(|e| e["text"].as_str().is_some_and(|t| t.starts_with("INSERT"))),
+        "a denied statement never executed"
+    );
     let started = events
         .iter()
         .find(|e| e["event"] == "session.started")

@@ -2,6 +2,7 @@
 //! and the cleanup that leaves the server connection clean (or closes it).
 
 pub mod cancel;
+pub mod executed;
 pub mod io;
 pub mod prepared;
 pub mod registry;
@@ -111,6 +112,7 @@ async fn audit_refusal(app: &App, peer: SocketAddr, user: &str, database: &str, 
         ClientError::StartupParamRefused { .. } => rejected(RejectReason::StartupParameter),
         ClientError::ShuttingDown => rejected(RejectReason::Draining),
         ClientError::CheckoutTimeout { .. } => rejected(RejectReason::Timeout),
+        ClientError::AuditUnavailable => rejected(RejectReason::AuditUnavailable),
         _ => rejected(RejectReason::Protocol),
     };
     let mut ev = Event::new(fields).client(peer);
@@ -538,6 +540,10 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     let cert_expires = identity
         .filter(|_| tls_settings.is_some_and(|t| t.end_session_on_cert_expiry))
         .map(|i| i.not_after);
+    if !app.audit.accepting_sessions() {
+        // fail_closed: no session runs unaudited while the audit sink is failing.
+        return Err(ClientError::AuditUnavailable);
+    }
     let user = auth::client::authenticate(stream, buf, &app.config, &user_name, peer, tls).await?;
     let user_permit = app
         .admit_user(&user)

@@ -30,6 +30,7 @@ use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
 use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::cancel::Registration;
+use crate::session::executed::{Described, Executions};
 use crate::session::io::send_all;
 use crate::session::prepared::{
     ClientStatements, MAX_CLIENT_STATEMENTS, Replies, ReplyAction, StatementDef, Synthetic,
@@ -201,6 +202,15 @@ pub struct Relay<S> {
     policy_metrics: Option<crate::metrics::PolicyMetrics>,
     /// Since when the server owes answers (for the query-duration histogram).
     busy_since: Option<std::time::Instant>,
+    /// `statement.executed` events are wanted for some statements.
+    audit_statements: bool,
+    /// Statements sent and not yet answered, for `statement.executed`.
+    executions: Executions,
+    /// What the unnamed statement and the portals are, for `statement.executed`.
+    unnamed_described: Option<Arc<Described>>,
+    portal_described: Vec<(String, Arc<Described>)>,
+    /// Session mode: named statements pass through unmapped; what they are, by name.
+    named_described: std::collections::HashMap<String, Arc<Described>>,
 }
 
 /// What audit events of one session carry.
@@ -273,6 +283,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             audit: None,
             policy_metrics: None,
             busy_since: None,
+            audit_statements: false,
+            executions: Executions::default(),
+            unnamed_described: None,
+            portal_described: Vec::new(),
+            named_described: std::collections::HashMap::new(),
         }
     }
 
@@ -286,6 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         self.info = Some(info);
         self.gauge = Some(gauge);
         self.audit = Some(audit);
+        self.audit_statements = self.app.audit.wants_statement(true);
         self.set_state(if self.server.is_some() {
             ClientState::Active
         } else {
@@ -725,6 +741,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 };
             }
         }
+        if self.audit_statements {
+            self.track_execution(tag, pos + 5..pos + len, &track);
+        }
         match track {
             Tracked::NamedParse { name, def } => {
                 self.stage_preceding(fwd, pos);
@@ -761,6 +780,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             track => self.note_forwarded(tag, track),
         }
         Ok((Step::Next, true))
+    }
+
+    /// Notes what a forwarded frame means for `statement.executed`: a Query or an Execute
+    /// starts a statement, a Sync closes a pipeline; Parse and Bind say which statement a
+    /// portal runs.
+    fn track_execution(&mut self, tag: u8, body: std::ops::Range<usize>, track: &Tracked) {
+        use crate::audit::codes::{Protocol, StatementKind};
+        let body = &self.cbuf[body];
+        let wanted = |d: &Described| {
+            self.app
+                .audit
+                .wants_statement(d.kind == StatementKind::Write)
+        };
+        match tag {
+            b'Q' => {
+                if let Ok(sql) = msg::decode_query_bytes(body) {
+                    let d = self.app.descriptions.describe(sql);
+                    let w = wanted(&d);
+                    self.executions.sent(d, Protocol::Simple, w);
+                }
+            }
+            b'P' => {
+                if let Ok((name, sql)) = msg::decode_parse_raw(body) {
+                    let d = self.app.descriptions.describe(sql);
+                    if name.is_empty() {
+                        self.unnamed_described = Some(d);
+                    } else if !matches!(track, Tracked::NamedParse { .. })
+                        && self.named_described.len() < MAX_CLIENT_STATEMENTS
+                    {
+                        self.named_described
+                            .insert(String::from_utf8_lossy(name).into_owned(), d);
+                    }
+                }
+            }
+            b'B' => {
+                let described = match track {
+                    Tracked::NamedBind { def, .. } => {
+                        Some(self.app.descriptions.describe(def.query()))
+                    }
+                    _ => match msg::decode_bind_names(body) {
+                        Ok((_, "")) => self.unnamed_described.clone(),
+                        Ok((_, name)) => self.named_described.get(name).cloned(),
+                        Err(_) => None,
+                    },
+                };
+                if let (Ok((portal, _)), Some(d)) = (msg::decode_bind_names(body), described) {
+                    self.portal_described.retain(|(p, _)| p != portal);
+                    self.portal_described.push((portal.to_owned(), d));
+                }
+            }
+            b'E' => {
+                // Every Execute is tracked, described or not, so answers pair up in order.
+                let d = msg::decode_execute(body)
+                    .ok()
+                    .and_then(|portal| {
+                        self.portal_described
+                            .iter()
+                            .find(|(p, _)| p == portal)
+                            .map(|(_, d)| Arc::clone(d))
+                    })
+                    .unwrap_or_else(|| self.app.descriptions.describe(b""));
+                let w = wanted(&d);
+                self.executions.sent(d, Protocol::Extended, w);
+            }
+            b'S' if !self.copy_in || self.client_copy_done => self.executions.sent_sync(),
+            _ => {}
+        }
     }
 
     /// Moves the client bytes before the frame at `pos` into `sout`, in front of what pgward
@@ -1414,6 +1500,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         };
         let server: &mut crate::pool::ServerConn = guard;
         let tracking = self.mode == PoolMode::Transaction;
+        let mut executed = Vec::new();
         // What goes to the client is `server.buf[fwd..pos]`; once a message has been dropped
         // or an answer made up, the bytes gather in `cout` instead, for one write.
         let mut pos = 0;
@@ -1481,6 +1568,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             dirty: &mut server.dirty,
                         },
                     )?;
+                    if self.audit_statements
+                        && let Some(done) = self.executions.on_server(f.tag, body)
+                    {
+                        executed.push(done);
+                    }
                     if f.tag == b'S'
                         && self.policy.is_some()
                         && let Ok((name, value)) = msg::decode_parameter_status(body)
@@ -1570,6 +1662,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // One flush per read from the server, after everything it brought.
         self.client.flush().await.map_err(SessionEnd::Io)?;
         server.buf.advance(pos);
+        for done in executed {
+            if let Some(ev) = self.event(crate::audit::event::EventFields::StatementExecuted(done))
+            {
+                self.app.audit.emit(ev).await;
+            }
+        }
         Ok(())
     }
 
@@ -1640,6 +1738,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         self.unnamed_statement = None;
         self.portals.clear();
         self.replies.clear();
+        self.executions.clear();
+        self.unnamed_described = None;
+        self.portal_described.clear();
         self.sscan = FrameScanner::new();
         if !self.cancel.slot.detach(CANCEL_SETTLE).await {
             guard.discard();
