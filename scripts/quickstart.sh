@@ -294,6 +294,7 @@ start_pgward() {
     local i
     # After the cluster: starting it gives the state directory a fresh start.
     make_certs
+    rm -f "$STATE/audit.jsonl"  # this run's trail only
     "$PGWARD_BIN" check-config --config "$CONFIG" | indent
     prepare_config
     # setsid: its own session, so a Ctrl-C in this terminal reaches only the script, whose cleanup
@@ -455,6 +456,18 @@ demo_pgbench() {
         "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_rw'" | indent
 }
 
+demo_audit() {
+    section "The audit trail ($STATE/audit.jsonl): literals never appear, only normalized text"
+    local file="$STATE/audit.jsonl"
+    [ -f "$file" ] || { info "no audit file"; return; }
+    info "$(wc -l <"$file") events; the read-only user's denied INSERT:"
+    grep '"statement.denied"' "$file" | head -n 1 | indent
+    info "an executed statement:"
+    grep '"statement.executed"' "$file" | grep -m 1 'notes' | indent
+    info "pgward audit verify (seq order and hash chain):"
+    "$PGWARD_BIN" audit verify "$file" | indent
+}
+
 # --- exit ---------------------------------------------------------------------------------------
 
 print_keep_instructions() {
@@ -547,6 +560,7 @@ main() {
     demo_allowed
     demo_refused
     demo_pgbench
+    demo_audit
     section "Done in $((SECONDS - started))s"
     if [ "$UNEXPECTED" -gt 0 ]; then
         die "$UNEXPECTED refusal(s) did not happen: pgward let through something it should refuse"
