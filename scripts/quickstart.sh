@@ -461,9 +461,9 @@ demo_audit() {
     local file="$STATE/audit.jsonl"
     [ -f "$file" ] || { info "no audit file"; return; }
     info "$(wc -l <"$file") events; the read-only user's denied INSERT:"
-    grep '"statement.denied"' "$file" | head -n 1 | indent
+    grep -m 1 '"statement.denied"' "$file" | indent
     info "an executed statement:"
-    grep '"statement.executed"' "$file" | grep -m 1 'notes' | indent
+    grep -m 1 '"statement.executed".*notes' "$file" | indent
     info "pgward audit verify (seq order and hash chain):"
     "$PGWARD_BIN" audit verify "$file" | indent
 }

@@ -97,6 +97,14 @@ pub enum ClientError {
     },
     /// The audit sink is failing and the audit config says to fail closed.
     AuditUnavailable,
+    /// The admin console is for `server.admin_users` only.
+    AdminNotAllowed {
+        user: String,
+    },
+    /// A command the admin console does not know.
+    AdminUnknownCommand {
+        hint: &'static str,
+    },
     ClientIdleTimeout,
     IdleInTransactionTimeout,
     ShuttingDown,
@@ -145,6 +153,8 @@ impl ClientError {
             InFailedTransaction => code::IN_FAILED_SQL_TRANSACTION,
             PolicyDenied { .. } | PolicyUnenforceable { .. } => code::INSUFFICIENT_PRIVILEGE,
             AuditUnavailable => code::CANNOT_CONNECT_NOW,
+            AdminNotAllowed { .. } => code::INVALID_AUTHORIZATION_SPECIFICATION,
+            AdminUnknownCommand { .. } => code::FEATURE_NOT_SUPPORTED,
             ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
             IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             ShuttingDown => code::ADMIN_SHUTDOWN,
@@ -161,7 +171,8 @@ impl ClientError {
             | ClientError::UnknownPreparedStatement { .. }
             | ClientError::TooManyPreparedStatements { .. }
             | ClientError::InFailedTransaction
-            | ClientError::PolicyDenied { .. } => Severity::Error,
+            | ClientError::PolicyDenied { .. }
+            | ClientError::AdminUnknownCommand { .. } => Severity::Error,
             _ => Severity::Fatal,
         }
     }
@@ -231,6 +242,10 @@ impl ClientError {
             PolicyUnenforceable { setting } => format!(
                 "terminating connection: {setting} changed to a value under which the statement policy cannot be enforced"
             ),
+            AdminUnknownCommand { hint } => format!("unknown admin command; try {hint}"),
+            AdminNotAllowed { user } => {
+                format!("user \"{user}\" is not allowed to use the pgward admin console")
+            }
             AuditUnavailable => {
                 "the audit log is unavailable; new sessions are refused until it recovers".into()
             }

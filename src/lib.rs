@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admin_http;
 pub mod app;
 pub mod audit;

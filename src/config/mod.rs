@@ -54,6 +54,8 @@ pub struct ServerSettings {
     pub idle_in_transaction_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Users who may use the admin console (database `pgward`).
+    pub admin_users: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +409,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         ),
         shutdown_timeout: seconds(s.shutdown_timeout, "server.shutdown_timeout", &mut errors),
         log_format,
+        admin_users: s.admin_users.clone(),
     };
 
     let client_tls = raw
@@ -731,6 +734,19 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    for a in &server.admin_users {
+        if !users.contains_key(a) {
+            errors.push(format!(
+                "server.admin_users: {a:?} is not a configured user"
+            ));
+        }
+    }
+    if databases.contains_key(crate::admin::ADMIN_DATABASE) {
+        errors.push(format!(
+            "databases: {:?} is the admin console's name",
+            crate::admin::ADMIN_DATABASE
+        ));
+    }
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }

@@ -91,6 +91,8 @@ pub struct RawServer {
     pub shutdown_timeout: f64,
     /// `text` or `json`.
     pub log_format: String,
+    /// Users (from `[[users]]`) who may connect to the admin console, database `pgward`.
+    pub admin_users: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -105,6 +107,7 @@ impl Default for RawServer {
             idle_in_transaction_timeout: 0.0,
             shutdown_timeout: 30.0,
             log_format: "text".into(),
+            admin_users: Vec::new(),
         }
     }
 }

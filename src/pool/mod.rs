@@ -73,6 +73,19 @@ pub struct Pool {
     closed: AtomicBool,
     /// This pool's metric handles, labels resolved once.
     pub metrics: crate::metrics::PoolMetrics,
+    /// Totals for the admin console's SHOW STATS.
+    pub counters: PoolCounters,
+}
+
+/// Running totals of one pool (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    pub transactions: AtomicU64,
+    pub queries: AtomicU64,
+    pub query_time_us: AtomicU64,
+    pub checkouts: AtomicU64,
+    pub wait_time_us: AtomicU64,
+    pub checkout_timeouts: AtomicU64,
 }
 
 impl std::fmt::Debug for Pool {
@@ -100,6 +113,7 @@ impl Pool {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             metrics,
+            counters: PoolCounters::default(),
         })
     }
 
@@ -111,6 +125,11 @@ impl Pool {
         // A panic while holding this lock cannot leave the counts half-updated (each critical
         // section is a few assignments), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ids of the idle connections (admin console).
+    pub fn idle_ids(&self) -> Vec<u64> {
+        self.lock().idle.iter().map(|c| c.id).collect()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -128,8 +147,20 @@ impl Pool {
         let started = Instant::now();
         let r = self.checkout_inner().await;
         match &r {
-            Ok(_) => self.metrics.checkout_wait(started.elapsed()),
-            Err(CheckoutError::Timeout(_)) => self.metrics.checkout_timeout(),
+            Ok(_) => {
+                let waited = started.elapsed();
+                self.metrics.checkout_wait(waited);
+                self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .wait_time_us
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            }
+            Err(CheckoutError::Timeout(_)) => {
+                self.metrics.checkout_timeout();
+                self.counters
+                    .checkout_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Err(_) => {}
         }
         r

@@ -293,7 +293,16 @@ async fn run_session<S>(
     )
     .await;
     let begun = match begun {
-        Ok(Ok(b)) => b,
+        Ok(Ok(Started::Session(b))) => *b,
+        Ok(Ok(Started::Admin {
+            user_name,
+            user_permit,
+        })) => {
+            crate::admin::serve(&app, &mut stream, buf, &user_name, peer).await;
+            drop(user_permit);
+            drop(permit);
+            return;
+        }
         Ok(Err(e)) => {
             tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "connection refused");
             audit_refusal(&app, peer, &claimed_user, &claimed_db, &e).await;
@@ -499,7 +508,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     admitted: bool,
     startup: StartupMessage,
     tls: Option<&TlsPeer>,
-) -> Result<Begun, ClientError> {
+) -> Result<Started, ClientError> {
     if !admitted {
         return Err(ClientError::TooManyClients);
     }
@@ -550,6 +559,17 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         .ok_or_else(|| ClientError::TooManyClientsForUser {
             user: user.name.clone(),
         })?;
+    if database == crate::admin::ADMIN_DATABASE {
+        if !app.config.server.admin_users.contains(&user.name) {
+            return Err(ClientError::AdminNotAllowed {
+                user: user.name.clone(),
+            });
+        }
+        return Ok(Started::Admin {
+            user_name,
+            user_permit,
+        });
+    }
     let policy = user.policy.clone().filter(|p| p.active());
     if policy.is_some() {
         // The policy reads SQL as UTF-8; a client encoding like SJIS can make a backslash
@@ -609,7 +629,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             }
         });
     }
-    Ok(Begun {
+    Ok(Started::Session(Box::new(Begun {
         pool,
         server: Some(server),
         params,
@@ -617,7 +637,17 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         user_name,
         cert_expires,
         policy,
-    })
+    })))
+}
+
+/// What a successful start leads to.
+enum Started {
+    Session(Box<Begun>),
+    /// The admin console (database `pgward`, an admin user).
+    Admin {
+        user_name: String,
+        user_permit: ClientPermit,
+    },
 }
 
 async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {

@@ -1618,12 +1618,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         if self.pending_syncs == 0
                             && let Some(t) = self.busy_since.take()
                         {
-                            self.pool.metrics.query(t.elapsed());
+                            let took = t.elapsed();
+                            self.pool.metrics.query(took);
+                            let c = &self.pool.counters;
+                            c.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            c.query_time_us.fetch_add(
+                                took.as_micros() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                         }
                         if self.tx_status == TxStatus::Idle {
                             // A ReadyForQuery outside a transaction block ends a transaction
                             // (an explicit one, or a statement's own).
                             self.pool.metrics.transaction();
+                            self.pool
+                                .counters
+                                .transactions
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if let Some(i) = &self.info {
                                 SessionInfo::add(&i.transactions, 1);
                             }
