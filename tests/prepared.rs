@@ -6,7 +6,7 @@
 mod support;
 
 use support::pgward::{Options, RawSession, TestEnv, query_message};
-use support::wire::{bind_named, execute, parse_named, statement_target, sync};
+use support::wire::{bind_named, execute, parse_named, run_named, statement_target, sync};
 
 type Param = dyn tokio_postgres::types::ToSql + Sync;
 
@@ -91,9 +91,7 @@ fn two_clients_may_use_one_name_for_different_sql() {
     }
     for _ in 0..3 {
         for (s, want, other) in [(&mut a, "from-a", "from-b"), (&mut b, "from-b", "from-a")] {
-            let mut batch = bind_named("s1", &[]);
-            batch.extend(execute());
-            batch.extend(sync());
+            let batch = run_named("s1");
             s.send(&batch);
             let (errors, rows) = s.until_ready();
             assert!(errors.is_empty(), "{errors:?}");
@@ -124,17 +122,13 @@ fn postgres_errors_for_duplicate_and_unknown_names_and_the_session_goes_on() {
     assert_eq!(errors, vec!["42P05".to_string()]);
     assert!(rows.is_empty());
     // The original statement still works.
-    let mut batch = bind_named("dup", &[]);
-    batch.extend(execute());
-    batch.extend(sync());
+    let batch = run_named("dup");
     s.send(&batch);
     let (errors, rows) = s.until_ready();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(rows.len(), 1);
     // Unknown name: 26000.
-    let mut batch = bind_named("nope", &[]);
-    batch.extend(execute());
-    batch.extend(sync());
+    let batch = run_named("nope");
     s.send(&batch);
     assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
     // A Parse the server rejects leaves no name behind.
@@ -142,9 +136,7 @@ fn postgres_errors_for_duplicate_and_unknown_names_and_the_session_goes_on() {
     batch.extend(sync());
     s.send(&batch);
     assert_eq!(s.until_ready().0, vec!["42601".to_string()]);
-    let mut batch = bind_named("bad", &[]);
-    batch.extend(execute());
-    batch.extend(sync());
+    let batch = run_named("bad");
     s.send(&batch);
     assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
 }
@@ -204,9 +196,7 @@ fn deallocate_and_discard_all_act_on_the_clients_own_statements() {
         assert!(s.until_ready().0.is_empty());
     }
     let run = |s: &mut RawSession, name: &str| {
-        let mut batch = bind_named(name, &[]);
-        batch.extend(execute());
-        batch.extend(sync());
+        let batch = run_named(name);
         s.send(&batch);
         s.until_ready().0
     };
@@ -260,9 +250,7 @@ max_prepared_statements = 3
     // Every statement still works (evicted ones are prepared again), results are right.
     for round in 0..2 {
         for i in 0..8 {
-            let mut batch = bind_named(&format!("s{i}"), &[]);
-            batch.extend(execute());
-            batch.extend(sync());
+            let batch = run_named(&format!("s{i}"));
             s.send(&batch);
             let (errors, rows) = s.until_ready();
             assert!(errors.is_empty(), "round {round} s{i}: {errors:?}");

@@ -20,15 +20,7 @@ pub fn parse(query: &str) -> Vec<u8> {
 
 /// Bind of the unnamed portal to the unnamed statement, text parameters.
 pub fn bind(params: &[&[u8]]) -> Vec<u8> {
-    let mut b = vec![0u8, 0u8];
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for p in params {
-        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
-        b.extend_from_slice(p);
-    }
-    b.extend_from_slice(&0i16.to_be_bytes());
-    msg(b'B', &b)
+    bind_named("", params)
 }
 
 /// Execute of the unnamed portal, all rows.
@@ -84,4 +76,12 @@ pub fn statement_target(tag: u8, name: &str) -> Vec<u8> {
     b.extend_from_slice(name.as_bytes());
     b.push(0);
     msg(tag, &b)
+}
+
+/// Bind of `name` (no parameters), Execute and Sync: one run of a prepared statement.
+pub fn run_named(name: &str) -> Vec<u8> {
+    let mut v = bind_named(name, &[]);
+    v.extend(execute());
+    v.extend(sync());
+    v
 }
