@@ -110,6 +110,12 @@ fn run_command(app: &App, sql: &str) -> (&'static str, Result<Reply, ClientError
             app.reload_tls();
             app.audit.reopen();
             app.metrics.config_reload_ok();
+            app.audit.emit_now(crate::audit::event::Event::new(
+                crate::audit::event::EventFields::ConfigReloaded {
+                    succeeded: true,
+                    errors: 0,
+                },
+            ));
             ("RELOAD", Ok(Reply::Done("RELOAD")))
         }
         _ => (

@@ -59,6 +59,7 @@ async fn an_admin_user_uses_the_console_from_psql() {
     drop(pgward);
     drop(pg);
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit");
+    assert!(audit.contains("\"config.reloaded\""), "{audit}");
     for cmd in ["SHOW POOLS", "SHOW CONFIG", "RELOAD", "unknown"] {
         assert!(
             audit.lines().any(|l| l.contains("\"admin.command\"")

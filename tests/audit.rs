@@ -146,6 +146,7 @@ async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
     }
     let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     for want in [
+        "connection.accepted",
         "auth.succeeded",
         "session.started",
         "statement.denied",

@@ -36,8 +36,11 @@ use state::SessionParams;
 /// client still gets a proper 53300 error once it has said hello.
 pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Option<ClientPermit>) {
     let deadline = tokio::time::Instant::now() + app.config.server.startup_timeout;
-    if permit.is_none() {
-        app.metrics.client_rejected();
+    if permit.is_some() {
+        use crate::audit::event::{Event, EventFields};
+        app.audit
+            .emit(Event::new(EventFields::ConnectionAccepted).client(peer))
+            .await;
     }
     let mut buf = BytesMut::with_capacity(8192);
     let opened = tokio::time::timeout_at(deadline, open(&app, tcp, &mut buf, peer)).await;
