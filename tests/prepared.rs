@@ -270,3 +270,27 @@ max_prepared_statements = 3
         .expect("a count");
     assert!(n <= 3, "server holds {n} statements for a limit of 3");
 }
+
+#[test]
+fn deallocate_after_an_unsynced_pipeline_is_answered_in_order() {
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    s.stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("timeout");
+    // Parse/Bind/Execute and a Flush, no Sync; then DEALLOCATE ALL as a simple query.
+    let mut batch = parse_named("p", "SELECT 'piped'", &[]);
+    batch.extend(bind_named("p", &[]));
+    batch.extend(execute());
+    batch.extend(support::wire::msg(b'H', b""));
+    batch.extend(query_message("DEALLOCATE ALL"));
+    s.send(&batch);
+    let (errors, rows, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("piped"));
+    // ParseComplete, BindComplete, DataRow, CommandComplete (SELECT), CommandComplete
+    // (DEALLOCATE ALL), ReadyForQuery.
+    assert_eq!(tags, b"12DCCZ".to_vec());
+    s.send(&run_named("p"));
+    assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
+}

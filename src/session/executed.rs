@@ -157,6 +157,12 @@ impl Executions {
             })
         );
         match (tag, simple) {
+            // COPY FROM STDIN started by an Execute: the Syncs already sent behind it reach a
+            // server in COPY mode, which ignores them (as `prepared::Replies::on_copy_in`).
+            (b'G', false) => {
+                self.pending.retain(|p| !matches!(p, Pending::Sync));
+                None
+            }
             // A simple Query ends at ReadyForQuery; its last tag and first error count.
             (b'C', true) => {
                 if let Some(Pending::Statement { tag, .. }) = self.pending.front_mut() {
@@ -279,6 +285,14 @@ mod tests {
         assert_eq!(second.sqlstate.as_ref().map(|s| s.as_str()), Some("25P02"));
         assert!(x.on_server(b'Z', b"I").is_none());
         assert!(x.pending.is_empty());
+        // COPY FROM STDIN by Execute: the Sync sent behind it is ignored by the server.
+        x.sent(d.describe(b"COPY t FROM STDIN"), Protocol::Extended, true);
+        x.sent_sync();
+        assert!(x.on_server(b'G', b"").is_none());
+        x.sent_sync();
+        assert!(x.on_server(b'C', b"COPY 3\0").is_some());
+        assert!(x.on_server(b'Z', b"I").is_none());
+        assert!(x.pending.is_empty(), "{:?}", x.pending);
         x.sent(d.describe(b"SELECT 3; SELECT 4"), Protocol::Simple, true);
         assert!(x.on_server(b'C', b"SELECT 1\0").is_none());
         assert!(x.on_server(b'C', b"SELECT 1\0").is_none());

@@ -301,6 +301,19 @@ impl ServerStatements {
         self.entries.remove(&id).map(|e| e.def)
     }
 
+    /// A statement the server still has after all (its eviction Close was skipped).
+    fn restore(&mut self, def: Arc<StatementDef>) {
+        self.tick += 1;
+        let generation = self.tick;
+        self.entries.entry(def.id).or_insert(ServerStatement {
+            def,
+            confirmed: true,
+            segment: 0,
+            generation,
+            last_used: 0,
+        });
+    }
+
     /// The server forgot everything (DISCARD ALL, DEALLOCATE ALL).
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -357,6 +370,9 @@ enum Reply {
     },
     /// A message pgward sent on its own whose answer is not the client's.
     Swallow,
+    /// pgward's Close of a statement evicted from the LRU: if the server skips it (an error
+    /// earlier in the pipeline), the statement is still there and goes back in the table.
+    Evict(Arc<StatementDef>),
     /// An answer pgward gives itself when its turn comes.
     Synthetic(Synthetic, Option<Undo>),
 }
@@ -424,6 +440,10 @@ impl Replies {
         self.queue.push_back(Reply::Swallow);
     }
 
+    pub fn push_evict(&mut self, def: Arc<StatementDef>) {
+        self.queue.push_back(Reply::Evict(def));
+    }
+
     /// Queues an answer pgward gives itself; written out by [`Replies::drain_synthetic`] when
     /// everything before it has been answered.
     pub fn push_synthetic(&mut self, s: Synthetic, undo: Option<Undo>) {
@@ -484,6 +504,7 @@ impl Replies {
                                     undos.extend(undo);
                                 }
                                 Reply::Synthetic(_, undo) => undos.extend(undo),
+                                Reply::Evict(def) => server.restore(def),
                                 _ => {}
                             }
                         }
@@ -533,7 +554,7 @@ impl Replies {
                 self.queue.pop_front();
                 action
             }
-            Some(Reply::Swallow) => {
+            Some(Reply::Swallow) | Some(Reply::Evict(_)) => {
                 self.queue.pop_front();
                 ReplyAction::Swallow
             }
@@ -662,6 +683,32 @@ mod tests {
         assert!(!server.usable(new.id, 2));
         r.on_server(b'Z', &mut server, &mut client);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn an_eviction_the_server_skipped_puts_the_statement_back() {
+        let reg = StatementRegistry::default();
+        let victim = reg.intern(&tail("SELECT 'victim'", &[]), || None);
+        let bad = reg.intern(&tail("SELEC 1", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        let g = server.insert_pending(&victim, 1);
+        server.confirm(victim.id, g);
+        let mut r = Replies::default();
+        // Close + Parse of a bad statement, then the LRU's Close of the victim, then Sync.
+        r.push_swallow();
+        let g = server.insert_pending(&bad, 2);
+        r.push_parse(&bad, g, false, None);
+        let evicted = server.evict_over(1).expect("victim evicted");
+        r.push_evict(evicted);
+        r.push_sync();
+        assert!(!server.usable(victim.id, 2));
+        r.on_server(b'3', &mut server, &mut client);
+        r.on_server(b'E', &mut server, &mut client);
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+        assert!(server.usable(victim.id, 3), "the server still has it");
+        assert!(!server.usable(bad.id, 3));
     }
 
     #[test]

@@ -681,13 +681,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // The statement policy first: a denied statement never reaches a server.
         if self.policy.is_some() {
             let (refusal, event) = self.policy_check(tag, &body_range)?;
-            if let Some(ev) = event {
-                self.app.audit.emit(ev).await;
-            }
             if let Some(err) = refusal {
                 self.forward_client(*fwd, pos).await?;
                 *fwd = pos;
-                return self.refuse(tag, err).await;
+                let step = self.refuse(tag, err.clone()).await?;
+                // A paused refusal is judged again when it resumes: record it only once,
+                // when the client is actually told.
+                if !matches!(step.0, Step::Pause) {
+                    if let Some(m) = &self.policy_metrics {
+                        m.denied();
+                    }
+                    tracing::warn!(reason = %err.message(), "statement denied");
+                    if let Some(ev) = event {
+                        self.app.audit.emit(ev).await;
+                    }
+                }
+                return Ok(step);
+            }
+            if let Some(ev) = event {
+                self.app.audit.emit(ev).await;
             }
         }
 
@@ -909,7 +921,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         };
         while let Some(old) = server.prepared.evict_over(self.max_prepared) {
             old.put_close(&mut self.sout);
-            self.replies.push_swallow();
+            self.replies.push_evict(old);
         }
     }
 
@@ -937,7 +949,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             Local::Deallocate(which) => {
                 // A simple Query: answered in order once the server owes nothing.
-                if self.pending_syncs > 0 || !self.replies.is_empty() || self.extended_open {
+                if self.pending_syncs > 0 || !self.replies.is_empty() {
+                    if self.pending_syncs == 0
+                        && let Some(server) = self.server.as_mut()
+                    {
+                        // Answers held back by the server until a Flush or Sync: ask for
+                        // them, or this pause would never end.
+                        send_all(&mut server.stream, &[b'H', 0, 0, 0, 4])
+                            .await
+                            .map_err(|_| {
+                                SessionEnd::ClientError(ClientError::ServerConnectionLost)
+                            })?;
+                    }
                     return Ok((Step::Pause, false));
                 }
                 let status = self.client_status();
@@ -1090,22 +1113,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             .map(|a| a.fingerprint.to_string())
             .unwrap_or_else(|| "-".to_string());
         match policy.mode {
-            Mode::Enforce => {
-                if let Some(m) = &self.policy_metrics {
-                    m.denied();
-                }
-                tracing::warn!(
-                    policy = %policy.name,
-                    fingerprint = %fingerprint,
-                    reason = %denial,
-                    "statement denied"
-                );
-                Some(ClientError::PolicyDenied {
-                    policy: policy.name.clone(),
-                    fingerprint,
-                    reason: denial.to_string(),
-                })
-            }
+            // Counted and logged by the caller once the refusal is written.
+            Mode::Enforce => Some(ClientError::PolicyDenied {
+                policy: policy.name.clone(),
+                fingerprint,
+                reason: denial.to_string(),
+            }),
             Mode::Audit => {
                 if let Some(m) = &self.policy_metrics {
                     m.would_deny();
@@ -1749,6 +1762,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         self.unnamed_statement = None;
         self.portals.clear();
         self.replies.clear();
+        // Nothing is owed at release, so an unconfirmed entry is one the server skipped.
+        guard.prepared.forget_unconfirmed();
         self.executions.clear();
         self.unnamed_described = None;
         self.portal_described.clear();
