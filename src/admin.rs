@@ -61,6 +61,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             b'X' => return,
             b'Q' => {
                 let sql = msg::decode_query(&message).unwrap_or("");
+                if !app.config().server.admin_users.iter().any(|u| u == user) {
+                    // A reload took this user's admin right away: no further commands.
+                    audit(app, sid, peer, user, "refused", false).await;
+                    ClientError::AdminNotAllowed { user: user.into() }.write_to(&mut out);
+                    let _ = io::send_all(stream, &out).await;
+                    return;
+                }
                 let (command, result) = run_command(app, sql);
                 audit(app, sid, peer, user, command, result.is_ok()).await;
                 match result {
@@ -105,19 +112,14 @@ fn run_command(app: &App, sql: &str) -> (&'static str, Result<Reply, ClientError
         ["SHOW", "CONFIG"] => ("SHOW CONFIG", Ok(Reply::Table(config(app)))),
         ["SHOW", "POLICIES"] => ("SHOW POLICIES", Ok(Reply::Table(policies(app)))),
         ["SHOW", "HELP"] | ["HELP"] => ("SHOW HELP", Ok(Reply::Table(help()))),
-        ["RELOAD"] => {
-            // What can change without a restart: certificates, CA bundles, the audit file.
-            app.reload_tls();
-            app.audit.reopen();
-            app.metrics.config_reload_ok();
-            app.audit.emit_now(crate::audit::event::Event::new(
-                crate::audit::event::EventFields::ConfigReloaded {
-                    succeeded: true,
-                    errors: 0,
-                },
-            ));
-            ("RELOAD", Ok(Reply::Done("RELOAD")))
-        }
+        ["RELOAD"] => (
+            "RELOAD",
+            app.reload()
+                .map(|_| Reply::Done("RELOAD"))
+                .map_err(|e| ClientError::ReloadFailed {
+                    reason: e.client_text(),
+                }),
+        ),
         _ => (
             "unknown",
             Err(ClientError::AdminUnknownCommand {
@@ -305,7 +307,7 @@ fn stats(app: &App) -> Table {
 
 /// Settings as key/value; never a password, verifier, key or secret file's content.
 fn config(app: &App) -> Table {
-    let c = &app.config;
+    let c = app.config();
     let s = &c.server;
     let mut rows = vec![
         kv("listen", s.listen.to_string()),
@@ -369,7 +371,8 @@ fn config(app: &App) -> Table {
 }
 
 fn policies(app: &App) -> Table {
-    let mut ps: Vec<_> = app.config.policies.values().collect();
+    let config = app.config();
+    let mut ps: Vec<_> = config.policies.values().collect();
     ps.sort_by(|a, b| a.name.cmp(&b.name));
     let rows = ps
         .iter()
@@ -403,7 +406,10 @@ fn help() -> Table {
         ("SHOW STATS", "totals per pool since start"),
         ("SHOW CONFIG", "settings (secrets redacted)"),
         ("SHOW POLICIES", "statement policies"),
-        ("RELOAD", "re-read certificates and reopen the audit file"),
+        (
+            "RELOAD",
+            "re-read the configuration file and certificates, reopen the audit file",
+        ),
     ]
     .iter()
     .map(|(c, d)| vec![c.to_string(), d.to_string()])
@@ -425,8 +431,8 @@ fn mode(m: crate::config::PoolMode) -> &'static str {
     }
 }
 
-fn sorted_pools(app: &App) -> Vec<&Arc<crate::pool::Pool>> {
-    let mut v: Vec<_> = app.pools().collect();
+fn sorted_pools(app: &App) -> Vec<Arc<crate::pool::Pool>> {
+    let mut v: Vec<_> = app.pools();
     v.sort_by(|a, b| {
         (&a.key.database, &a.key.backend_user, a.key.read_only).cmp(&(
             &b.key.database,

@@ -105,9 +105,20 @@ pub enum ClientError {
     AdminUnknownCommand {
         hint: &'static str,
     },
+    /// RELOAD found the configuration file unusable; the running configuration stays. The
+    /// reason names settings and files, never their secret contents (admin users only).
+    ReloadFailed {
+        reason: String,
+    },
     ClientIdleTimeout,
     IdleInTransactionTimeout,
     ShuttingDown,
+    /// A configuration reload took away what this session runs on (its user, its access to
+    /// the database, its pool mode), or changed its statement policy where the session cannot
+    /// adopt the new rules (session mode): it ends at its next idle point.
+    ReloadedAway {
+        what: &'static str,
+    },
 }
 
 /// Severity of the reply: FATAL closes the connection, ERROR keeps it.
@@ -155,9 +166,10 @@ impl ClientError {
             AuditUnavailable => code::CANNOT_CONNECT_NOW,
             AdminNotAllowed { .. } => code::INVALID_AUTHORIZATION_SPECIFICATION,
             AdminUnknownCommand { .. } => code::FEATURE_NOT_SUPPORTED,
+            ReloadFailed { .. } => code::CONFIG_FILE_ERROR,
             ClientIdleTimeout => code::IDLE_SESSION_TIMEOUT,
             IdleInTransactionTimeout => code::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
-            ShuttingDown => code::ADMIN_SHUTDOWN,
+            ShuttingDown | ReloadedAway { .. } => code::ADMIN_SHUTDOWN,
         }
     }
 
@@ -172,7 +184,8 @@ impl ClientError {
             | ClientError::TooManyPreparedStatements { .. }
             | ClientError::InFailedTransaction
             | ClientError::PolicyDenied { .. }
-            | ClientError::AdminUnknownCommand { .. } => Severity::Error,
+            | ClientError::AdminUnknownCommand { .. }
+            | ClientError::ReloadFailed { .. } => Severity::Error,
             _ => Severity::Fatal,
         }
     }
@@ -243,6 +256,9 @@ impl ClientError {
                 "terminating connection: {setting} changed to a value under which the statement policy cannot be enforced"
             ),
             AdminUnknownCommand { hint } => format!("unknown admin command; try {hint}"),
+            ReloadFailed { reason } => {
+                format!("configuration not reloaded; the running configuration stays: {reason}")
+            }
             AdminNotAllowed { user } => {
                 format!("user \"{user}\" is not allowed to use the pgward admin console")
             }
@@ -254,6 +270,9 @@ impl ClientError {
                 "terminating connection due to idle-in-transaction timeout".into()
             }
             ShuttingDown => "terminating connection due to administrator command".into(),
+            ReloadedAway { what } => {
+                format!("terminating connection: {what} changed in a configuration reload")
+            }
         }
     }
 
@@ -267,6 +286,7 @@ impl ClientError {
                 Some("use a database configured with pool_mode = \"session\"")
             }
             CheckoutTimeout { .. } => Some("raise pool_size or checkout_timeout, or reduce load"),
+            ReloadedAway { .. } => Some("reconnect"),
             _ => None,
         }
     }

@@ -59,8 +59,8 @@ pub async fn serve(
         let token = app.shutdown.clone();
         tasks.spawn(async move {
             let hup = crate::signal::on_hangup(|| {
-                app.audit.reopen();
-                app.reload_tls();
+                // Failures are logged, counted and audited by `reload`; the old config stays.
+                let _ = app.reload();
             });
             tokio::select! {
                 _ = hup => {}
@@ -69,7 +69,6 @@ pub async fn serve(
         });
     }
     for pool in app.pools() {
-        let pool = Arc::clone(pool);
         let token = app.shutdown.clone();
         tasks.spawn(async move {
             tokio::select! {
@@ -121,7 +120,7 @@ pub async fn serve(
     drop(listener);
     app.shutdown.cancel();
     tasks.close();
-    let grace = app.config.server.shutdown_timeout;
+    let grace = app.config().server.shutdown_timeout;
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             remaining = tasks.len(),
@@ -162,16 +161,17 @@ impl crate::admin_http::Readiness for Ready {
 /// Every few seconds, opens a TCP connection to each backend (no login): readiness means at
 /// least one answers, or a pool holds live connections.
 async fn probe_backends(app: &App) {
-    let mut targets: Vec<(String, u16)> = app
-        .config
-        .databases
-        .values()
-        .map(|d| (d.target.host.clone(), d.target.port))
-        .collect();
-    targets.sort();
-    targets.dedup();
     loop {
-        let mut reachable = app.pools().any(|p| p.stats().total > p.stats().idle);
+        // Read each round: a reload may add or remove databases.
+        let mut targets: Vec<(String, u16)> = app
+            .config()
+            .databases
+            .values()
+            .map(|d| (d.target.host.clone(), d.target.port))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let mut reachable = app.pools().iter().any(|p| p.stats().total > p.stats().idle);
         for (host, port) in &targets {
             if reachable {
                 break;

@@ -1,5 +1,5 @@
-//! Process signals: SIGTERM and SIGINT start a graceful shutdown; SIGHUP reopens the audit file
-//! and re-reads certificates.
+//! Process signals: SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads (the config
+//! file, certificates, the audit file: see `App::reload`).
 
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn shutdown_requested() {
@@ -19,8 +19,8 @@ pub async fn shutdown_requested() {
     }
 }
 
-/// Calls `on_hup` on every SIGHUP (reopen the audit file after logrotate, re-read
-/// certificates) until the process ends.
+/// Calls `on_hup` on every SIGHUP (reload the configuration, reopen the audit file after
+/// logrotate, re-read certificates) until the process ends.
 pub async fn on_hangup(on_hup: impl Fn()) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -28,7 +28,7 @@ pub async fn on_hangup(on_hup: impl Fn()) {
         return;
     };
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reopening the audit file, re-reading certificates");
+        tracing::info!("SIGHUP received: reloading");
         on_hup();
     }
 }

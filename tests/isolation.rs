@@ -67,6 +67,7 @@ async fn partial_copydata_desyncs_the_next_client() {
         env.pgward
             .app
             .pools()
+            .into_iter()
             .map(|p| (p.key.clone(), p.stats()))
             .collect::<Vec<_>>()
     );
@@ -198,6 +199,7 @@ async fn extended_copy_in_leaves_a_sync_pending() {
         .pgward
         .app
         .pools()
+        .into_iter()
         .map(|p| (p.key.clone(), p.stats()))
         .collect();
     eprintln!("pool stats after COPY: {stats:?}");
@@ -262,6 +264,7 @@ checkout_timeout = 2
             .pgward
             .app
             .pools()
+            .into_iter()
             .filter(|p| p.key.database == "silentdb")
             .map(|p| p.stats())
             .collect();
@@ -272,6 +275,7 @@ checkout_timeout = 2
         .pgward
         .app
         .pools()
+        .into_iter()
         .filter(|p| p.key.database == "silentdb")
         .map(|p| p.stats())
         .collect();
@@ -310,6 +314,7 @@ async fn refusal_during_copy_in_hangs_and_leaks() {
         .pgward
         .app
         .pools()
+        .into_iter()
         .filter(|p| p.key.database == "appdb")
         .map(|p| p.stats())
         .collect();

@@ -741,7 +741,7 @@ backend_tls = {{ mode = "verify-full", ca = "{}" }}
     )
     .expect("config");
     let app = pgward::App::new(config).expect("app");
-    let pool = app.pools().next().expect("pool").clone();
+    let pool = app.pools().into_iter().next().expect("pool");
     let err = pool.checkout().await.expect_err("must not connect");
     assert!(err.to_string().contains("unencrypted data"), "{err}");
     assert_eq!(answered.await.expect("fake server"), 1);

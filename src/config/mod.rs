@@ -41,6 +41,9 @@ pub struct Config {
     /// Key for mock SCRAM salts of unknown users: stable while the configured verifiers are, and
     /// derived from their secret keys so an outsider cannot predict it.
     pub mock_auth_key: [u8; 32],
+    /// The file it was loaded from ([`load`]); what a reload reads again. `None` for a config
+    /// made from text.
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +115,7 @@ pub enum TlsMinVersion {
     Tls13,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTlsSettings {
     pub mode: ClientTlsMode,
     pub cert: PathBuf,
@@ -214,7 +217,7 @@ pub enum PoolMode {
     Transaction,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub mode: PoolMode,
     pub size: usize,
@@ -233,7 +236,7 @@ pub struct Target {
     pub dbname: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Database {
     pub name: String,
     pub target: Target,
@@ -250,7 +253,9 @@ pub struct Database {
 /// Loads a config file with environment overrides and validates it.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let raw = load_raw(path)?;
-    validate(raw, path.parent().unwrap_or(Path::new(".")))
+    let mut config = validate(raw, path.parent().unwrap_or(Path::new(".")))?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
 }
 
 fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
@@ -760,6 +765,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         policies,
         audit,
         mock_auth_key,
+        source: None,
     })
 }
 

@@ -48,7 +48,7 @@ pub struct AllowlistEntry {
 }
 
 /// A validated allowlist: entries in file order, looked up by their full normalized text.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
     entries: Vec<AllowlistEntry>,
     by_text: HashMap<String, usize>,

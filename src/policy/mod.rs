@@ -273,6 +273,24 @@ impl Policy {
         })
     }
 
+    /// Whether `other` decides every statement exactly as this policy does (same settings, same
+    /// allowlist entries, same learn file). A configuration reload keeps the running policy,
+    /// with its warm decision cache, when the new one has the same rules; sessions of a policy
+    /// whose rules changed adopt the new one.
+    pub fn same_rules(&self, other: &Policy) -> bool {
+        self.name == other.name
+            && self.mode == other.mode
+            && self.prepared_only == other.prepared_only
+            && self.read_only == other.read_only
+            && self.allow == other.allow
+            && self.literals == other.literals
+            && self.allowlist == other.allowlist
+            && self.session_statements == other.session_statements
+            && self.functions == other.functions
+            && self.max_statement_bytes == other.max_statement_bytes
+            && self.learner.as_ref().map(|l| &l.path) == other.learner.as_ref().map(|l| &l.path)
+    }
+
     /// Whether this policy does anything at all.
     pub fn active(&self) -> bool {
         self.mode != Mode::Off

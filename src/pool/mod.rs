@@ -13,7 +13,7 @@ pub mod stream;
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,11 @@ pub struct Pool {
     state: Mutex<PoolState>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Connections being opened (counted in `total`), for the `connecting` state.
+    opening: AtomicUsize,
+    /// Checked-out connections being reset before they return (`DISCARD ALL` at release), for
+    /// the `testing` state.
+    testing: AtomicUsize,
     /// This pool's metric handles, labels resolved once.
     pub metrics: crate::metrics::PoolMetrics,
     /// Totals for the admin console's SHOW STATS.
@@ -112,9 +117,21 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            opening: AtomicUsize::new(0),
+            testing: AtomicUsize::new(0),
             metrics,
             counters: PoolCounters::default(),
         })
+    }
+
+    /// How this pool's connections log in.
+    pub fn login(&self) -> &BackendLogin {
+        &self.login
+    }
+
+    /// Whether the pool was closed (shutdown, or retired by a configuration reload).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn settings(&self) -> &PoolSettings {
@@ -276,6 +293,7 @@ impl Pool {
 
     async fn open(&self) -> Result<ServerConn, ServerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _connecting = StateCount::enter(&self.opening);
         let conn = ServerConn::connect(
             id,
             &self.database.target,
@@ -349,6 +367,25 @@ impl Pool {
         self.forget_one();
     }
 
+    /// Counts a checked-out connection as being reset (the `testing` state) while the returned
+    /// value lives.
+    pub fn testing(&self) -> StateCount<'_> {
+        StateCount::enter(&self.testing)
+    }
+
+    /// Server connections by state: (active, idle, testing, connecting).
+    pub fn states(&self) -> (usize, usize, usize, usize) {
+        let st = self.stats();
+        let testing = self.testing.load(Ordering::Relaxed);
+        let connecting = self.opening.load(Ordering::Relaxed);
+        let active = st
+            .total
+            .saturating_sub(st.idle)
+            .saturating_sub(testing)
+            .saturating_sub(connecting);
+        (active, st.idle, testing, connecting)
+    }
+
     /// Closes idle connections past the idle timeout or lifetime, and opens connections up to
     /// `min_idle`. Run periodically by [`Pool::maintain`].
     pub async fn maintain_once(self: &Arc<Self>) {
@@ -399,12 +436,12 @@ impl Pool {
         while !self.closed.load(Ordering::Acquire) {
             tick.tick().await;
             self.maintain_once().await;
-            let st = self.stats();
+            let (active, idle, testing, connecting) = self.states();
             self.metrics.set_server_connections(
-                st.total - st.idle,
-                st.idle,
-                0,
-                0,
+                active,
+                idle,
+                testing,
+                connecting,
                 self.settings.size,
             );
         }
@@ -421,6 +458,22 @@ impl Pool {
             idle
         };
         idle.into_iter().for_each(ServerConn::close);
+    }
+}
+
+/// One connection counted in a state counter while this lives.
+pub struct StateCount<'a>(&'a AtomicUsize);
+
+impl<'a> StateCount<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        StateCount(counter)
+    }
+}
+
+impl Drop for StateCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -22,3 +22,5 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+/// PostgreSQL's `config_file_error` (class F0).
+pub const CONFIG_FILE_ERROR: &str = "F0000";

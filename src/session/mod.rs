@@ -35,7 +35,7 @@ use state::SessionParams;
 /// Serves one accepted connection. `permit` is `None` when the client limit was reached: the
 /// client still gets a proper 53300 error once it has said hello.
 pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Option<ClientPermit>) {
-    let deadline = tokio::time::Instant::now() + app.config.server.startup_timeout;
+    let deadline = tokio::time::Instant::now() + app.config().server.startup_timeout;
     if permit.is_some() {
         use crate::audit::event::{Event, EventFields};
         app.audit
@@ -94,7 +94,7 @@ async fn audit_refusal(app: &App, peer: SocketAddr, user: &str, database: &str, 
         EventFields::ConnectionRejected { reason }
     };
     let fields = match e {
-        ClientError::AuthFailed { .. } if app.config.users.contains_key(user) => {
+        ClientError::AuthFailed { .. } if app.config().users.contains_key(user) => {
             auth(AuthFailure::WrongPassword, M::Password)
         }
         ClientError::AuthFailed { .. } => auth(AuthFailure::UnknownUser, M::Password),
@@ -342,6 +342,7 @@ async fn run_session<S>(
         user_name,
         cert_expires,
         policy,
+        generation,
     } = begun;
     let cancel = app.cancels.register();
     let mut out = BytesMut::new();
@@ -439,6 +440,7 @@ async fn run_session<S>(
     let end = Relay::new(app, stream, buf, pool, server, params, cancel)
         .with_deadline(cert_expires)
         .with_policy(policy, &user_name)
+        .routed_at(generation)
         .with_info(Arc::clone(&registered.info), gauge, audit_ctx)
         .run()
         .instrument(span)
@@ -500,6 +502,8 @@ struct Begun {
     cert_expires: Option<std::time::SystemTime>,
     /// The user's statement policy, if active.
     policy: Option<Arc<crate::policy::Policy>>,
+    /// The configuration generation the session authenticated and routed with.
+    generation: u64,
 }
 
 /// Startup packet, negotiation, authentication, routing and the first server checkout.
@@ -556,14 +560,17 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         // fail_closed: no session runs unaudited while the audit sink is failing.
         return Err(ClientError::AuditUnavailable);
     }
-    let user = auth::client::authenticate(stream, buf, &app.config, &user_name, peer, tls).await?;
+    // One snapshot for authentication and routing, even if a reload lands in between.
+    let routing = app.routing();
+    let user =
+        auth::client::authenticate(stream, buf, &routing.config, &user_name, peer, tls).await?;
     let user_permit = app
         .admit_user(&user)
         .ok_or_else(|| ClientError::TooManyClientsForUser {
             user: user.name.clone(),
         })?;
     if database == crate::admin::ADMIN_DATABASE {
-        if !app.config.server.admin_users.contains(&user.name) {
+        if !routing.config.server.admin_users.contains(&user.name) {
             return Err(ClientError::AdminNotAllowed {
                 user: user.name.clone(),
             });
@@ -588,7 +595,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
     }
-    let pool = app.route(&user, &database)?;
+    let pool = routing.route(&user, &database)?;
     let params = Arc::new(params);
     // Take a server now: the client learns at login, as with PostgreSQL, whether its database
     // is reachable and whether its startup parameters are valid; and it is told the server's
@@ -640,6 +647,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         user_name,
         cert_expires,
         policy,
+        generation: routing.generation,
     })))
 }
 

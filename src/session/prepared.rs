@@ -176,6 +176,10 @@ impl ClientStatements {
         self.map.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<StatementDef>)> {
+        self.map.iter().map(|(k, v)| (&**k, v))
+    }
+
     /// Sets `name` and returns how to undo it.
     pub fn insert(&mut self, name: &str, def: Arc<StatementDef>) -> Undo {
         let previous = self.map.insert(name.into(), def);

@@ -211,6 +211,13 @@ pub struct Relay<S> {
     portal_described: Vec<(String, Arc<Described>)>,
     /// Session mode: named statements pass through unmapped; what they are, by name.
     named_described: std::collections::HashMap<String, Arc<Described>>,
+    /// The configuration generation this session's pool and policy come from.
+    generation: u64,
+    /// Named statements a reloaded policy denies: using one is refused with this error until
+    /// the client closes the name or prepares it again.
+    revoked: std::collections::HashMap<String, ClientError>,
+    /// Transaction mode: the pool a reload routes this session to, used from the next checkout.
+    next_pool: Option<Arc<Pool>>,
 }
 
 /// What audit events of one session carry.
@@ -235,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     ) -> Self {
         let mode = pool.settings().mode;
         let max_prepared = pool.database.max_prepared_statements;
-        let max_message = app.config.server.max_message_bytes;
+        let max_message = app.config().server.max_message_bytes;
         Relay {
             app,
             client,
@@ -288,7 +295,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             unnamed_described: None,
             portal_described: Vec::new(),
             named_described: std::collections::HashMap::new(),
+            generation: 0,
+            revoked: std::collections::HashMap::new(),
+            next_pool: None,
         }
+    }
+
+    /// The configuration generation the session's pool and policy were chosen from.
+    pub fn routed_at(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// Reports this session's state and counters in `info` (admin console, metrics).
@@ -365,10 +381,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // loop would lock the token's waiter list twice per message.
         let mut shutdown_signal = std::pin::pin!(shutdown.cancelled_owned());
         let mut shutdown_seen = false;
-        let client_idle = self.app.config.server.client_idle_timeout;
-        let idle_in_tx = self.app.config.server.idle_in_transaction_timeout;
+        let (client_idle, idle_in_tx) = {
+            let c = self.app.config();
+            (
+                c.server.client_idle_timeout,
+                c.server.idle_in_transaction_timeout,
+            )
+        };
         let mut paused = false;
         loop {
+            // Before anything the client sent is acted on: a reload applies from the next
+            // transaction (transaction mode) or the next idle point (session mode).
+            if !paused
+                && self.generation != self.app.generation()
+                && (self.server.is_none() || self.server_idle())
+                && let Err(e) = self.adopt_reload()
+            {
+                return SessionEnd::ClientError(e);
+            }
             if !paused || self.pending_syncs == 0 {
                 match self.process_client().await {
                     Ok(p) => paused = p,
@@ -382,6 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             if shutdown_seen && idle_outside_tx {
                 return SessionEnd::ClientError(ClientError::ShuttingDown);
             }
+
             let waiting_on_client = self.pending_syncs == 0 && !self.extended_open;
             let timer = if idle_outside_tx {
                 client_idle
@@ -942,6 +973,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 // PostgreSQL: closing a statement that does not exist is not an error. The
                 // server keeps its copy for other clients (the LRU bounds them).
                 let undo = self.statements.remove(&name);
+                self.revoked.remove(&name);
                 self.replies
                     .push_synthetic(Synthetic::CloseComplete, Some(undo));
                 self.write_due_synthetic().await?;
@@ -1100,6 +1132,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 protocol,
             },
         ))
+    }
+
+    /// At an idle point after a configuration reload: adopts the new routing. A session whose
+    /// user, database access or pool mode went away ends; a transaction-mode session takes its
+    /// pool from the new routing at its next checkout and re-judges its named statements under
+    /// a changed policy (those now denied are refused when used); a session-mode session, whose
+    /// named statements pgward cannot see, ends when its policy changed and otherwise keeps its
+    /// connection (a retired pool closes it at logout).
+    fn adopt_reload(&mut self) -> Result<(), ClientError> {
+        let routing = self.app.routing();
+        self.generation = routing.generation;
+        let user = routing
+            .config
+            .users
+            .get(&self.user)
+            .ok_or(ClientError::ReloadedAway { what: "its user" })?;
+        let pool = routing.route(user, &self.pool.database.name).map_err(|_| {
+            ClientError::ReloadedAway {
+                what: "its access to the database",
+            }
+        })?;
+        let policy = user.policy.clone().filter(|p| p.active());
+        let policy_changed = match (&self.policy, &policy) {
+            (None, None) => false,
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            _ => true,
+        };
+        if pool.settings().mode != self.mode {
+            return Err(ClientError::ReloadedAway {
+                what: "its pool mode",
+            });
+        }
+        if self.mode == PoolMode::Session {
+            if policy_changed {
+                return Err(ClientError::ReloadedAway {
+                    what: "its statement policy",
+                });
+            }
+            return Ok(());
+        }
+        // Taken at the next checkout: the connection held now (idle) goes back to its own pool.
+        self.next_pool = (!Arc::ptr_eq(&pool, &self.pool)).then_some(pool);
+        if policy_changed {
+            tracing::info!(
+                policy = policy.as_ref().map_or("none", |p| p.name.as_str()),
+                "session adopts a reloaded statement policy"
+            );
+            self.policy_metrics = policy.as_ref().map(|p| self.app.metrics.policy(&p.name));
+            self.policy = policy;
+            self.rejudge_named_statements();
+        }
+        Ok(())
+    }
+
+    /// Checks the client's named statements against the (new) policy: in enforce mode a name
+    /// whose statement is now denied is taken away, and using it is refused with the denial.
+    fn rejudge_named_statements(&mut self) {
+        self.revoked.clear();
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        if policy.mode != Mode::Enforce {
+            return;
+        }
+        let denied: Vec<(String, ClientError)> = self
+            .statements
+            .iter()
+            .filter_map(|(name, def)| {
+                let Verdict { analysis, denial } = policy.judge(def.query(), Via::Parse);
+                let err = self.apply_mode(&policy, Some(&analysis), denial?)?;
+                Some((name.to_owned(), err))
+            })
+            .collect();
+        for (name, err) in denied {
+            self.statements.remove(&name);
+            self.revoked.insert(name, err);
+        }
     }
 
     /// Enforce refuses; audit and learn only report.
@@ -1310,12 +1419,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 what: "a named prepared statement (max_prepared_statements = 0)",
             });
         }
-        self.statements
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ClientError::UnknownPreparedStatement {
+        match (self.statements.get(name), self.revoked.get(name)) {
+            (Some(def), _) => Ok(Arc::clone(def)),
+            (None, Some(denied)) => Err(denied.clone()),
+            (None, None) => Err(ClientError::UnknownPreparedStatement {
                 name: name.to_owned(),
-            })
+            }),
+        }
     }
 
     /// Bookkeeping for a frame that goes to the server.
@@ -1699,7 +1809,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 
     async fn acquire_server(&mut self) -> Result<(), Acquire> {
         self.set_state(ClientState::Waiting);
-        let checked_out = self.pool.checkout().await;
+        if let Some(pool) = self.next_pool.take() {
+            self.max_prepared = pool.database.max_prepared_statements;
+            self.pool = pool;
+        }
+        let mut checked_out = self.pool.checkout().await;
+        if matches!(checked_out, Err(CheckoutError::Closed))
+            && !self.app.shutdown.is_cancelled()
+            && self.generation != self.app.generation()
+        {
+            // A reload retired the pool since the last idle point: take the new routing's.
+            self.adopt_reload().map_err(Acquire::Fatal)?;
+            if let Some(pool) = self.next_pool.take() {
+                self.max_prepared = pool.database.max_prepared_statements;
+                self.pool = pool;
+            }
+            checked_out = self.pool.checkout().await;
+        }
         self.set_state(if checked_out.is_ok() {
             ClientState::Active
         } else {
@@ -1783,6 +1909,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         if guard.dirty {
             guard.prepared.clear();
+            let pool = Arc::clone(guard.pool());
+            let _testing = pool.testing();
             match tokio::time::timeout(CLEANUP_TIMEOUT, guard.run_queries(&["DISCARD ALL"])).await {
                 Ok(Ok(TxStatus::Idle)) => {
                     guard.dirty = false;

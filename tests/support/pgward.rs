@@ -142,7 +142,9 @@ checkout_timeout = {checkout}
             client_tls = opts.client_tls,
         );
         std::fs::write(dir.path().join("pgward.toml"), &toml).expect("write config");
-        let config = pgward::config::from_toml(&toml, dir.path()).expect("valid test config");
+        let mut config = pgward::config::from_toml(&toml, dir.path()).expect("valid test config");
+        // What RELOAD and SIGHUP read again.
+        config.source = Some(dir.path().join("pgward.toml"));
         let pgward = Pgward::start(config);
         TestEnv { pgward, pg, dir }
     }
