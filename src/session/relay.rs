@@ -1854,17 +1854,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let reset = handover && self.pool.database.reset_on_handover;
         let queries = preparation_queries(&guard, &self.params, reset);
         if !queries.is_empty() {
-            let mut out = BytesMut::new();
+            // Staged in front of whatever this batch sends: one write (one syscall) carries
+            // the preparation and the client's first messages.
+            let mut out = BytesMut::with_capacity(64 + self.sout.len());
             for q in &queries {
                 msg::put_query(&mut out, q);
             }
-            if let Err(e) = send_all(&mut guard.stream, &out).await {
-                tracing::warn!(error = %e, "preparing a server connection for a client failed");
-                guard.discard();
-                return Err(Acquire::Fatal(ClientError::ServerUnavailable {
-                    database: self.pool.database.name.clone(),
-                }));
-            }
+            out.extend_from_slice(&self.sout);
+            self.sout = out;
             self.discard_until_ready = queries.len();
             guard.dirty = false;
             guard.applied = Some(Arc::clone(&self.params));
