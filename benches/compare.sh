@@ -204,8 +204,13 @@ run_one() {
     local logdir=$STATE/txlog out
     rm -rf "$logdir" && mkdir -p "$logdir"
     out=$STATE/runs/$(printf 'r%s-%s-%s' "$round" "$(tr -c 'A-Za-z0-9' '_' <<<"$name")" "$target").out
+    # In the background and waited for, so that a signal reaches the trap (and the cleanup)
+    # at once; $! is timeout's pid, which passes a TERM on to pgbench.
     local rc=0
-    (cd "$logdir" && pgbench_to "$target" "$sslmode" "${args[@]}" --log --log-prefix=tx) >"$out" 2>&1 || rc=$?
+    PGPASSWORD=$BENCH_PASSWORD PGSSLMODE=$sslmode PGCONNECT_TIMEOUT=30 \
+        timeout -k 10 "$PGBENCH_TIMEOUT" "$PGBENCH" -h 127.0.0.1 -p "${PORT_OF[$target]}" -U bench \
+        "${args[@]}" --log --log-prefix="$logdir/tx" bench >"$out" 2>&1 &
+    wait "$!" || rc=$?
     [ "$rc" -ne 124 ] || echo "compare.sh: pgbench did not finish within ${PGBENCH_TIMEOUT}s: killed" >>"$out"
 
     local tps lat conn txs err status p99
