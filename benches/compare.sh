@@ -182,11 +182,15 @@ warm_up() {
     info "done"
 }
 
-# p99 latency in ms from pgbench's per-transaction logs (3rd column, µs; nearest rank).
-p99_ms() {
+# "p99 max" latency in ms from pgbench's per-transaction logs (3rd column, µs; p99 by nearest
+# rank). The maximum shows stalls that a p99 hides.
+latency_tail_ms() {
     local dir=$1
     cat "$dir"/tx.* 2>/dev/null | awk '$3 ~ /^[0-9]+$/ {print $3}' | sort -n |
-        awk '{v[NR] = $1} END {if (NR == 0) exit; r = int((NR * 99 + 99) / 100); if (r > NR) r = NR; printf "%.3f", v[r] / 1000}'
+        awk '{v[NR] = $1}
+             END {if (NR == 0) exit
+                  r = int((NR * 99 + 99) / 100); if (r > NR) r = NR
+                  printf "%.3f %.3f", v[r] / 1000, v[NR] / 1000}'
 }
 
 csv_field() { local s=${1//\"/\'}; printf '"%s"' "$s"; }
@@ -213,17 +217,20 @@ run_one() {
     wait "$!" || rc=$?
     [ "$rc" -ne 124 ] || echo "compare.sh: pgbench did not finish within ${PGBENCH_TIMEOUT}s: killed" >>"$out"
 
-    local tps lat conn txs err status p99
+    local tps lat conn txs err status p99 max
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n 1)
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -n 1)
     conn=$(sed -n -E 's/^(initial|average) connection time = ([0-9.]*) ms.*/\2/p' "$out" | head -n 1)
     txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -n 1)
-    p99=$(p99_ms "$logdir")
+    read -r p99 max <<<"$(latency_tail_ms "$logdir")" || true
     err=$(grep -m 1 -E 'error|ERROR|FATAL|killed' "$out" | sed -E 's/^pgbench: (error: )?//; s/  +/ /g' || true)
     if [ "$rc" -eq 0 ] && [ -n "$tps" ]; then
         status=ok err=""
     else
         status=fail
+        if [ -z "$err" ] && [ "$rc" -eq 0 ]; then
+            err="no transaction completed in ${DURATION}s ($(grep -m 1 'actually processed' "$out" || echo 'no summary'))"
+        fi
         [ -n "$err" ] || err="pgbench exited with status $rc"
         if expected_failure "$target" "$proto"; then
             status=expected-fail
@@ -232,11 +239,11 @@ run_one() {
         fi
     fi
     rm -rf "$logdir"
-    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' \
+    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' \
         "$round" "$(csv_field "$name")" "$script" "$proto" "$clients" "$tls" "$connect" "$target" \
-        "$status" "$tps" "$lat" "$p99" "$conn" "$txs" "$DURATION" "$(csv_field "$err")" >>"$CSV"
+        "$status" "$tps" "$lat" "$p99" "$max" "$conn" "$txs" "$DURATION" "$(csv_field "$err")" >>"$CSV"
     if [ "$status" = ok ]; then
-        printf '    %-16s %10s tps  avg %8s ms  p99 %8s ms\n' "$target" "$tps" "$lat" "$p99"
+        printf '    %-16s %10.0f tps  avg %8s ms  p99 %8s ms  max %9s ms\n' "$target" "$tps" "$lat" "$p99" "$max"
     else
         printf '    %-16s %s: %s\n' "$target" "$status" "$err"
     fi
@@ -245,7 +252,7 @@ run_one() {
 run_all() {
     CSV=$RESULTS_DIR/compare.csv
     mkdir -p "$RESULTS_DIR"
-    echo "round,scenario,script,protocol,clients,tls,connect_per_tx,target,status,tps,latency_avg_ms,latency_p99_ms,connection_ms,transactions,duration_s,error" >"$CSV"
+    echo "round,scenario,script,protocol,clients,tls,connect_per_tx,target,status,tps,latency_avg_ms,latency_p99_ms,latency_max_ms,connection_ms,transactions,duration_s,error" >"$CSV"
     local round scenario target targets
     for ((round = 1; round <= ROUNDS; round++)); do
         for scenario in "${SCENARIOS[@]}"; do

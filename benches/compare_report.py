@@ -74,6 +74,7 @@ def summarize(runs):
         "tps": median(num(r["tps"]) for r in ok),
         "lat": median(num(r["latency_avg_ms"]) for r in ok),
         "p99": median(num(r["latency_p99_ms"]) for r in ok),
+        "max": max((v for v in (num(r.get("latency_max_ms")) for r in ok) if v is not None), default=None),
         "conn": median(num(r["connection_ms"]) for r in ok),
         "runs": [num(r["tps"]) for r in ok],
         "failed": failed,
@@ -109,7 +110,7 @@ def write_markdown(groups, meta, path, smoke):
     out.append("")
     out.append("TPS is pgbench's (without the initial connection time; with `-C`, including the")
     out.append("reconnections), the median over the rounds. Latency: pgbench's average and the 99th")
-    out.append("percentile of its per-transaction log (`--log`), medians over the rounds. Ratios")
+    out.append("percentile of its per-transaction log (`--log`, nearest rank), medians over the rounds. Ratios")
     out.append("compare median TPS. TPS per run lists the rounds in order.")
     out.append("")
 
@@ -137,9 +138,9 @@ def write_markdown(groups, meta, path, smoke):
     out.append("## All results")
     out.append("")
     out.append(
-        "| scenario | target | median TPS | avg latency ms | p99 latency ms | connect ms | × direct | × PgBouncer | TPS per run |"
+        "| scenario | target | median TPS | avg latency ms | p99 latency ms | max latency ms | connect ms | × direct | × PgBouncer | TPS per run |"
     )
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for scenario, targets in groups.items():
         s = {t: summarize(r) for t, r in targets.items()}
         d = s.get("direct", {}).get("tps")
@@ -149,12 +150,12 @@ def write_markdown(groups, meta, path, smoke):
             runs = " / ".join(fmt_int(x) for x in v["runs"]) or "—"
             out.append(
                 f"| {scenario if first else ''} | {TARGET_NAMES.get(t, t)} | {tps_cell(v)} | {fmt_ms(v['lat'])} | "
-                f"{fmt_ms(v['p99'])} | {fmt_ms(v['conn'])} | {fmt_ratio(v['tps'], d)} | {fmt_ratio(v['tps'], b)} | {runs} |"
+                f"{fmt_ms(v['p99'])} | {fmt_ms(v['max'])} | {fmt_ms(v['conn'])} | {fmt_ratio(v['tps'], d)} | {fmt_ratio(v['tps'], b)} | {runs} |"
             )
             first = False
     out.append("")
-    out.append("connect ms: pgbench's initial connection time (all clients), or with `-C` its average")
-    out.append("connection time.")
+    out.append("max latency: the slowest transaction of all rounds. connect ms: pgbench's initial")
+    out.append("connection time (all clients), or with `-C` its average connection time.")
     out.append("")
     with open(path, "w") as f:
         f.write("\n".join(out))
