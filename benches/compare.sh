@@ -26,7 +26,7 @@
 #
 # Environment knobs (defaults in brackets; --smoke changes the ones marked *):
 #   ROUNDS [3]*            rounds of the whole interleaved sequence
-#   DURATION [10]*         seconds per pgbench run
+#   DURATION [10]*         seconds per pgbench run (plus 1 s, and 1 s per 30 clients, to connect)
 #   CLIENTS [50]*          clients of most scenarios
 #   MANY_CLIENTS [500]*    clients of the "many clients" scenarios
 #   JOBS [2]               pgbench threads (-j)
@@ -62,7 +62,9 @@ else
     RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
 fi
 JOBS=${JOBS:-2}
-PGBENCH_TIMEOUT=$((DURATION + 180))
+# Seconds added to -T for the connections: one, and one more per this many clients (run_one).
+CLIENTS_PER_CONNECT_SECOND=30
+PGBENCH_TIMEOUT=$((DURATION + 1 + MANY_CLIENTS / CLIENTS_PER_CONNECT_SECOND + 180))
 ONLY=${ONLY:-}
 VENV=$TARGET_DIR/bench-venv
 CSV=""
@@ -200,7 +202,11 @@ run_one() {
     local round=$1 scenario=$2 target=$3
     local name script proto clients tls connect _targets
     IFS='|' read -r name script proto clients tls connect _targets <<<"$scenario"
-    local args=(-n -M "$proto" -c "$clients" -j "$((clients < JOBS ? clients : JOBS))" -T "$DURATION")
+    # pgbench's -T counts from before the clients connect (500 clients take seconds), while its
+    # TPS excludes that time: without an allowance the measured window shrinks, even to nothing.
+    local allowance=0
+    [ "$connect" = yes ] || allowance=$((1 + clients / CLIENTS_PER_CONNECT_SECOND))
+    local args=(-n -M "$proto" -c "$clients" -j "$((clients < JOBS ? clients : JOBS))" -T "$((DURATION + allowance))")
     [ "$script" = select ] && args+=(-S)
     [ "$connect" = yes ] && args+=(-C)
     local sslmode=disable
@@ -217,12 +223,14 @@ run_one() {
     wait "$!" || rc=$?
     [ "$rc" -ne 124 ] || echo "compare.sh: pgbench did not finish within ${PGBENCH_TIMEOUT}s: killed" >>"$out"
 
-    local tps lat conn txs err status p99 max
+    local tps lat conn txs err status p99 max window
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n 1)
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -n 1)
     conn=$(sed -n -E 's/^(initial|average) connection time = ([0-9.]*) ms.*/\2/p' "$out" | head -n 1)
     txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -n 1)
     read -r p99 max <<<"$(latency_tail_ms "$logdir")" || true
+    # The measured window: what pgbench divided by.
+    window=$(awk -v n="${txs:-0}" -v t="${tps:-0}" 'BEGIN {if (t > 0) printf "%.1f", n / t}')
     err=$(grep -m 1 -E 'error|ERROR|FATAL|killed' "$out" | sed -E 's/^pgbench: (error: )?//; s/  +/ /g' || true)
     if [ "$rc" -eq 0 ] && [ -n "$tps" ]; then
         status=ok err=""
@@ -241,7 +249,7 @@ run_one() {
     rm -rf "$logdir"
     printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' \
         "$round" "$(csv_field "$name")" "$script" "$proto" "$clients" "$tls" "$connect" "$target" \
-        "$status" "$tps" "$lat" "$p99" "$max" "$conn" "$txs" "$DURATION" "$(csv_field "$err")" >>"$CSV"
+        "$status" "$tps" "$lat" "$p99" "$max" "$conn" "$txs" "$window" "$(csv_field "$err")" >>"$CSV"
     if [ "$status" = ok ]; then
         printf '    %-16s %10.0f tps  avg %8s ms  p99 %8s ms  max %9s ms\n' "$target" "$tps" "$lat" "$p99" "$max"
     else
@@ -252,7 +260,7 @@ run_one() {
 run_all() {
     CSV=$RESULTS_DIR/compare.csv
     mkdir -p "$RESULTS_DIR"
-    echo "round,scenario,script,protocol,clients,tls,connect_per_tx,target,status,tps,latency_avg_ms,latency_p99_ms,latency_max_ms,connection_ms,transactions,duration_s,error" >"$CSV"
+    echo "round,scenario,script,protocol,clients,tls,connect_per_tx,target,status,tps,latency_avg_ms,latency_p99_ms,latency_max_ms,connection_ms,transactions,measured_s,error" >"$CSV"
     local round scenario target targets
     for ((round = 1; round <= ROUNDS; round++)); do
         for scenario in "${SCENARIOS[@]}"; do

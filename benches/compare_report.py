@@ -111,7 +111,10 @@ def write_markdown(groups, meta, path, smoke):
     out.append("TPS is pgbench's (without the initial connection time; with `-C`, including the")
     out.append("reconnections), the median over the rounds. Latency: pgbench's average and the 99th")
     out.append("percentile of its per-transaction log (`--log`, nearest rank), medians over the rounds. Ratios")
-    out.append("compare median TPS. TPS per run lists the rounds in order.")
+    out.append("compare median TPS. TPS per run lists the rounds in order. pgbench's `-T` counts the")
+    out.append("time its clients take to connect, so each run (but `-C` ones) gets 1 s more, and 1 s per 30")
+    out.append("clients (500 clients: +17 s), to measure about the nominal duration; compare.csv has each")
+    out.append("run's `measured_s`.")
     out.append("")
 
     # The short table: pgward against the others, and pgward's variants against pgward.
