@@ -173,12 +173,14 @@ check_audit() {
     info "pgward-audit wrote $n statement.executed events"
 }
 
-# A short unrecorded select-only run per target: connections opened, caches warm.
+# A short unrecorded select-only run per target, with enough clients to fill the pools: what is
+# measured is the steady state, not the opening of server connections (pgward derives the SCRAM
+# key for each new server connection on its runtime threads, which stalls a slow dev build).
 warm_up() {
-    section "Warm-up (unrecorded)"
-    local target
+    local clients=$((CLIENTS > 2 * POOL_SIZE ? CLIENTS : 2 * POOL_SIZE)) target
+    section "Warm-up (unrecorded, $clients clients)"
     for target in direct pgbouncer pgward pgward-noreset pgward-policy pgward-audit; do
-        pgbench_to "$target" disable -n -S -c "$CLIENTS" -j "$JOBS" -T 1 >"$STATE/warmup-$target.log" 2>&1 ||
+        pgbench_to "$target" disable -n -S -c "$clients" -j "$JOBS" -T 3 >"$STATE/warmup-$target.log" 2>&1 ||
             { tail -n 5 "$STATE/warmup-$target.log" >&2; die "warm-up against $target failed"; }
     done
     info "done"
