@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: PostgreSQL direct vs PgBouncer vs pgward, on this machine.
 #
-#   bash benches/compare.sh            the full comparison (ROUNDS x DURATION per run; ~20 min)
-#   bash benches/compare.sh --smoke    a short pass over every target and scenario (CI)
+#   bash benches/compare.sh            the full comparison (default: 3 rounds x 10 s per run, ~25 min)
+#   bash benches/compare.sh --smoke    a short pass over every target and scenario (CI; ~2-3 min)
 #
 # It starts, in a state directory under /tmp, a throwaway PostgreSQL (SCRAM over TCP, TLS on,
 # max_connections 800), PgBouncer (installed with apt when missing) and several pgward instances
