@@ -5,6 +5,8 @@
 #   - psql and pgbench, which the tests run as clients,
 #   - the `postgres` OS user (the harness runs the server as that user when
 #     the tests run as root, because initdb/pg_ctl refuse to run as root),
+#   - PgBouncer, which benches/compare.sh (its smoke pass ends scripts/test.sh) compares
+#     pgward with,
 #   - cargo-nextest (used by scripts/test.sh; it falls back to `cargo test`),
 #   - the Python drivers asyncpg and psycopg 3 in a virtualenv at target/pydrivers
 #     (git-ignored; tests/drivers.rs runs its scripts with target/pydrivers/bin/python).
@@ -87,6 +89,16 @@ else
         log "stopping the system PostgreSQL service started by the installation"
         as_root service postgresql stop || true
     fi
+fi
+
+# --- PgBouncer (benches/compare.sh) -------------------------------------------
+if command -v pgbouncer >/dev/null 2>&1; then
+    log "PgBouncer already installed"
+else
+    apt_install pgbouncer
+    # The package may start a system PgBouncer on 6432 (the quickstart's pgward port); the
+    # benchmark starts its own instances.
+    as_root service pgbouncer stop >/dev/null 2>&1 || true
 fi
 
 # --- postgres OS user -------------------------------------------------------

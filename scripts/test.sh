@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's full check, as run by CI (.ci/run) and documented in the
-# README: formatting, lints, all tests, doctests, and that benchmarks build.
+# README: formatting, lints, all tests, doctests, that benchmarks build, and a smoke pass
+# of the comparison benchmark (benches/compare.sh --smoke).
 # Installs its dependencies first (scripts/install-deps.sh: PostgreSQL binaries for the
 # integration tests, cargo-nextest).
 
@@ -40,5 +41,10 @@ cargo test --doc
 
 section "cargo bench --no-run"
 cargo bench --no-run
+
+# Every target (PostgreSQL direct, PgBouncer, pgward and its policy/audit/no-reset variants) in
+# every scenario of the comparison, 2 s each; fails if direct or pgward fails one.
+section "bash benches/compare.sh --smoke"
+bash benches/compare.sh --smoke
 
 section "all checks passed"
