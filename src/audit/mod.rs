@@ -198,16 +198,33 @@ impl Auditor {
 
     /// Queues `event`. With `on_full = "block"` this waits while the queue is full (nothing
     /// is lost); with `"drop"` it never waits, and a full queue drops the event (counted).
-    pub async fn emit(&self, event: Event) {
-        let Some(inner) = &self.inner else {
-            return;
-        };
-        let queued = match inner.on_full {
-            OnFull::Block => inner.tx.send(event).await.is_ok(),
-            OnFull::Drop => inner.tx.try_send(event).is_ok(),
-        };
-        if !queued {
-            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+    ///
+    /// The event is queued before the returned future is first polled when there is room (the
+    /// usual case); only a full queue in `block` mode leaves a (boxed) wait. So the future is
+    /// two words, not an `Event` plus a channel send: every session's task reserves room for
+    /// the futures it may await, and idle sessions should stay small.
+    pub fn emit(&self, event: Event) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let wait = self
+            .inner
+            .as_ref()
+            .and_then(|inner| match inner.tx.try_send(event) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(event)) if inner.on_full == OnFull::Block => {
+                    Some(Box::pin(async move {
+                        if inner.tx.send(event).await.is_err() {
+                            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }))
+                }
+                Err(_) => {
+                    inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            });
+        async move {
+            if let Some(wait) = wait {
+                wait.await;
+            }
         }
     }
 

@@ -415,8 +415,16 @@ async fn fsync_policies() {
         .expect("starts");
     for i in 0..3 {
         a.emit(accepted(i)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // One batch per event: wait for this one's fsync before the next event (a fixed sleep
+        // let two events share a batch on a loaded machine).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while *sink.syncs.lock().expect("lock") < i as usize + 1
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(*sink.syncs.lock().expect("lock"), 3);
     a.shutdown(SHUTDOWN).await.expect("shuts down");
 

@@ -259,8 +259,17 @@ impl ServerConn {
                     let client = scram
                         .as_mut()
                         .ok_or_else(|| ServerError::Protocol("SASLContinue before SASL".into()))?;
-                    let fin = client
-                        .server_first(data)
+                    // The key derivation (PBKDF2, thousands of HMAC rounds) takes milliseconds:
+                    // on a multi-threaded runtime the worker hands its other sessions to another
+                    // thread meanwhile, so opening a server connection never stalls them.
+                    let mut derive = || client.server_first(data);
+                    let fin =
+                        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                                tokio::task::block_in_place(derive)
+                            }
+                            _ => derive(),
+                        }
                         .map_err(|e| ServerError::Protocol(e.to_string()))?;
                     msg::put_password_bytes(&mut out, &fin, false);
                 }

@@ -237,7 +237,9 @@ impl Pool {
                     // If this future is dropped mid-open (the client's startup timed out), the
                     // reservation gives the slot back.
                     let reservation = Reservation { pool: self };
-                    let opened = tokio::time::timeout_at(deadline, self.open()).await;
+                    // Boxed: connecting (TCP, TLS, authentication) is a large future that a checkout
+                    // rarely needs; inline, every waiting session would reserve room for it.
+                    let opened = tokio::time::timeout_at(deadline, Box::pin(self.open())).await;
                     match opened {
                         Ok(Ok(conn)) => {
                             std::mem::forget(reservation);

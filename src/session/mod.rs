@@ -43,13 +43,19 @@ pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Opti
             .await;
     }
     let mut buf = BytesMut::with_capacity(8192);
-    let opened = tokio::time::timeout_at(deadline, open(&app, tcp, &mut buf, peer)).await;
+    // The phases are boxed one by one: a task's future is as large as its largest state, and
+    // an idle client (of 10,000) should hold only what its relay needs, not room for a TLS
+    // handshake or a SCRAM exchange.
+    let opened = tokio::time::timeout_at(deadline, Box::pin(open(&app, tcp, &mut buf, peer))).await;
     match opened {
         Ok(Opened::Plain(stream, startup)) => {
-            run_session(app, stream, buf, peer, permit, startup, None, deadline).await
+            Box::pin(run_session(
+                app, stream, buf, peer, permit, startup, None, deadline,
+            ))
+            .await
         }
         Ok(Opened::Tls(stream, tls, startup)) => {
-            run_session(
+            Box::pin(run_session(
                 app,
                 *stream,
                 buf,
@@ -58,7 +64,7 @@ pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Opti
                 startup,
                 Some(tls),
                 deadline,
-            )
+            ))
             .await
         }
         Ok(Opened::Done) => {}
@@ -284,7 +290,7 @@ async fn run_session<S>(
     let cert = tls.as_ref().and_then(|t| t.identity.clone());
     let begun = tokio::time::timeout_at(
         deadline,
-        begin(
+        Box::pin(begin(
             &app,
             &mut stream,
             &mut buf,
@@ -292,7 +298,7 @@ async fn run_session<S>(
             permit.is_some(),
             startup,
             tls.as_ref(),
-        ),
+        )),
     )
     .await;
     let begun = match begun {
@@ -301,7 +307,14 @@ async fn run_session<S>(
             user_name,
             user_permit,
         })) => {
-            crate::admin::serve(&app, &mut stream, buf, &user_name, peer).await;
+            Box::pin(crate::admin::serve(
+                &app,
+                &mut stream,
+                buf,
+                &user_name,
+                peer,
+            ))
+            .await;
             drop(user_permit);
             drop(permit);
             return;
@@ -437,14 +450,12 @@ async fn run_session<S>(
     }
     let gauge = app.metrics.client_connection();
     let audit_app = Arc::clone(&app);
-    let end = Relay::new(app, stream, buf, pool, server, params, cancel)
+    let relay = Relay::new(app, stream, buf, pool, server, params, cancel)
         .with_deadline(cert_expires)
         .with_policy(policy, &user_name)
         .routed_at(generation)
-        .with_info(Arc::clone(&registered.info), gauge, audit_ctx)
-        .run()
-        .instrument(span)
-        .await;
+        .with_info(Arc::clone(&registered.info), gauge, audit_ctx);
+    let end = Box::new(relay).run().instrument(span).await;
     match &end {
         SessionEnd::ClientClosed => tracing::debug!(%peer, "session ended"),
         SessionEnd::Io(e) => tracing::debug!(%peer, error = %e, "session ended by i/o error"),

@@ -43,6 +43,8 @@ use crate::session::statement::{self, SessionEffect};
 const CANCEL_SETTLE: Duration = Duration::from_secs(5);
 /// How long cleanup after a vanished client may take before the server connection is closed.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client stays idle (no server, nothing buffered) before its buffers are freed.
+const SHED_BUFFERS_AFTER: Duration = Duration::from_secs(1);
 /// Server messages we decode are small; anything we only forward is bounded by the protocol.
 const MAX_INSPECTED_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -368,10 +370,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             && self.server.as_ref().is_some_and(|s| s.buf.is_empty())
     }
 
-    /// Runs the session until the client leaves or an error ends it.
-    pub async fn run(mut self) -> SessionEnd {
-        let end = self.run_loop().await;
-        self.finish(&end).await;
+    /// Runs the session until the client leaves or an error ends it. The relay lives in a box
+    /// of its own: an `async fn` taking a large `self` by value keeps it twice in its future
+    /// (the argument and the local), and every session's task carries that future.
+    pub async fn run(self: Box<Self>) -> SessionEnd {
+        let mut relay = self;
+        let end = relay.run_loop().await;
+        relay.finish(&end).await;
         end
     }
 
@@ -435,21 +440,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 }
             };
             let read_client = !paused;
-            frame::make_room(&mut self.cbuf);
+            // Room for a good read, except for a client whose buffers were shed while idle: its
+            // next read takes what it needs and the loop grows the buffer after it.
+            if self.cbuf.capacity() > 0 {
+                frame::make_room(&mut self.cbuf);
+            }
             if let Some(server) = self.server.as_mut() {
                 frame::make_room(&mut server.buf);
             }
             match self.server.as_mut() {
                 None => {
-                    tokio::select! {
-                        r = self.client.read_buf(&mut self.cbuf), if read_client => match r {
-                            Ok(0) => return SessionEnd::ClientClosed,
-                            Ok(n) => self.count_from_client(n),
-                            Err(e) => return SessionEnd::Io(e),
-                        },
-                        _ = sleep => return SessionEnd::ClientError(ClientError::ClientIdleTimeout),
-                        _ = expired => return SessionEnd::ClientError(ClientError::CertificateExpired),
-                        _ = &mut shutdown_signal, if !shutdown_seen => shutdown_seen = true,
+                    let mut sleep = std::pin::pin!(sleep);
+                    let mut expired = std::pin::pin!(expired);
+                    // An idle client gives its buffers back after a while: 10,000 idle clients
+                    // should not hold 10,000 read buffers (see `shed_buffers`).
+                    let sheddable = read_client && self.holds_buffers();
+                    let mut shed = std::pin::pin!(async {
+                        if sheddable {
+                            tokio::time::sleep(SHED_BUFFERS_AFTER).await
+                        } else {
+                            std::future::pending().await
+                        }
+                    });
+                    let mut shed_done = false;
+                    loop {
+                        tokio::select! {
+                            r = self.client.read_buf(&mut self.cbuf), if read_client => match r {
+                                Ok(0) => return SessionEnd::ClientClosed,
+                                Ok(n) => {
+                                    self.count_from_client(n);
+                                    break;
+                                }
+                                Err(e) => return SessionEnd::Io(e),
+                            },
+                            _ = &mut sleep => return SessionEnd::ClientError(ClientError::ClientIdleTimeout),
+                            _ = &mut expired => return SessionEnd::ClientError(ClientError::CertificateExpired),
+                            _ = &mut shutdown_signal, if !shutdown_seen => {
+                                shutdown_seen = true;
+                                break;
+                            }
+                            _ = &mut shed, if !shed_done => {
+                                shed_done = true;
+                                self.shed_buffers();
+                            }
+                        }
                     }
                 }
                 Some(guard) => {
@@ -483,6 +517,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 }
             }
         }
+    }
+
+    /// Whether an idle session still holds buffer memory it could give back.
+    fn holds_buffers(&self) -> bool {
+        self.cbuf.is_empty()
+            && self.cbuf.capacity() > 0
+            && self.out.is_empty()
+            && self.sout.is_empty()
+            && self.cout.is_empty()
+    }
+
+    /// Frees the (empty) client read buffer and the staging buffers of an idle session. The
+    /// next read allocates again; what is only a few bytes per idle client adds up to most of a
+    /// pooler's memory with thousands of them.
+    fn shed_buffers(&mut self) {
+        self.cbuf = BytesMut::new();
+        self.out = BytesMut::new();
+        self.sout = BytesMut::new();
+        self.cout = BytesMut::new();
     }
 
     fn count_from_client(&self, n: usize) {
@@ -1838,7 +1891,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 pool_size: self.pool.settings().size as u32,
             })
         {
-            self.app.audit.emit(ev).await;
+            // Boxed: a rare path should not grow every session's future.
+            Box::pin(self.app.audit.emit(ev)).await;
         }
         let mut guard = checked_out.map_err(|e| checkout_error(&self.pool, e))?;
         if let Some(i) = &self.info {
