@@ -294,3 +294,95 @@ fn deallocate_after_an_unsynced_pipeline_is_answered_in_order() {
     s.send(&run_named("p"));
     assert_eq!(s.until_ready().0, vec!["26000".to_string()]);
 }
+
+/// Parse `name` as `sql` and Sync; asserts it succeeded.
+fn prepare_ok(s: &mut RawSession, name: &str, sql: &str) {
+    let mut batch = parse_named(name, sql, &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, _) = s.until_ready();
+    assert!(errors.is_empty(), "prepare {name}: {errors:?}");
+}
+
+/// Runs `name` and returns its errors and rows.
+fn run(s: &mut RawSession, name: &str) -> (Vec<String>, Vec<String>) {
+    s.send(&run_named(name));
+    s.until_ready()
+}
+
+#[test]
+fn an_error_before_any_sync_skips_the_clients_messages_until_its_sync() {
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    // "keep" is on the (only) server connection: pgward answers a Parse of it by itself.
+    prepare_ok(&mut s, "keep", "SELECT 'kept'");
+    // A pipeline that fails while no Sync is queued; Flush asks for the answers.
+    let mut batch = parse_named("boom", "SELECT 1/0", &[]);
+    batch.extend(bind_named("boom", &[]));
+    batch.extend(execute());
+    batch.extend(support::wire::msg(b'H', b""));
+    s.send(&batch);
+    let (tag, _) = s.read_message();
+    assert_eq!(tag, b'1');
+    let (tag, body) = s.read_message();
+    assert_eq!(tag, b'E');
+    assert_eq!(support::pgward::error_code(&body), "22012");
+    // PostgreSQL now skips every message until the client's Sync: a Close and a Parse that
+    // pgward would answer by itself are skipped too, and change nothing.
+    let mut batch = statement_target(b'C', "keep");
+    batch.extend(parse_named("again", "SELECT 'kept'", &[]));
+    batch.extend(bind_named("again", &[]));
+    batch.extend(execute());
+    batch.extend(support::wire::msg(b'H', b""));
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, rows, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows.is_empty(), "{rows:?}");
+    assert_eq!(tags, b"Z".to_vec(), "only the Sync is answered");
+    let (errors, rows) = run(&mut s, "keep");
+    assert!(
+        errors.is_empty(),
+        "the skipped Close left keep alone: {errors:?}"
+    );
+    assert!(rows[0].contains("kept"), "{rows:?}");
+    assert_eq!(run(&mut s, "again").0, vec!["26000".to_string()]);
+    // The Parse before the error did happen.
+    assert_eq!(run(&mut s, "boom").0, vec!["22012".to_string()]);
+}
+
+#[test]
+fn a_query_behind_a_pipeline_that_failed_before_its_sync_is_ignored_as_in_postgres() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        checkout_timeout: 3.0,
+        ..Options::default()
+    });
+    let mut a = RawSession::login(env.port(), "appdb");
+    let mut b = RawSession::login(env.port(), "appdb");
+    // No Sync: the Parse fails, and PostgreSQL ignores everything until the Sync, the simple
+    // Query included (no answer at all for it).
+    let mut batch = parse_named("bad", "SELEC 1", &[]);
+    batch.extend(support::wire::msg(b'H', b""));
+    batch.extend(query_message("SELECT 'ignored'"));
+    a.send(&batch);
+    let (tag, body) = a.read_message();
+    assert_eq!(tag, b'E');
+    assert_eq!(support::pgward::error_code(&body), "42601");
+    a.send(&query_message("SELECT 'also ignored'"));
+    a.send(&sync());
+    let (errors, rows, tags) = a.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows.is_empty(), "{rows:?}");
+    assert_eq!(tags, b"Z".to_vec());
+    // pgward expects no answer for the ignored Queries: the connection goes back to the pool
+    // and the other client gets it.
+    b.send(&query_message("SELECT 'b'"));
+    let (errors, rows) = b.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains('b'), "{rows:?}");
+    a.send(&query_message("SELECT 'a again'"));
+    let (errors, rows) = a.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("a again"), "{rows:?}");
+}

@@ -392,15 +392,37 @@ pub enum ReplyAction {
 #[derive(Debug, Default)]
 pub struct Replies {
     queue: VecDeque<Reply>,
+    /// The server failed a message while no Sync was queued behind it (a pipeline sent with
+    /// Flush): it now skips every message until the client's next Sync. The relay does the
+    /// same with what the client sends meanwhile (nothing is forwarded, nothing answered by
+    /// pgward, no name changes), as PostgreSQL would, until that Sync is pushed.
+    skipping_until_sync: bool,
+    /// Queries the server ignored while skipping after an error: no ReadyForQuery comes for
+    /// them (see [`Replies::take_skipped_queries`]).
+    skipped_queries: usize,
 }
 
 impl Replies {
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && !self.skipping_until_sync
     }
 
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.skipping_until_sync = false;
+        self.skipped_queries = 0;
+    }
+
+    /// How many simple Queries the last server message made the server's skipping swallow
+    /// (they get no ReadyForQuery); resets the count.
+    pub fn take_skipped_queries(&mut self) -> usize {
+        std::mem::take(&mut self.skipped_queries)
+    }
+
+    /// True while the server skips the client's messages until its next Sync (see
+    /// `skipping_until_sync`): the relay must drop everything but Sync (and Terminate).
+    pub fn skipping_until_sync(&self) -> bool {
+        self.skipping_until_sync
     }
 
     /// True if a synthetic answer is due now (everything before it has been answered).
@@ -422,6 +444,8 @@ impl Replies {
     }
 
     pub fn push_sync(&mut self) {
+        // The server stops skipping at this Sync; its ReadyForQuery is owed as usual.
+        self.skipping_until_sync = false;
         self.queue.push_back(Reply::Sync);
     }
 
@@ -490,47 +514,67 @@ impl Replies {
                 b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => self.complete_head(server),
                 b'E' => {
                     // The failing message is done, and the server skips everything else up to
-                    // the next Sync: their answers never come, synthetic ones included.
-                    let mut undos = Vec::new();
-                    while let Some(r) = self.queue.front() {
-                        if matches!(r, Reply::Sync) {
-                            break;
-                        }
-                        if let Some(r) = self.queue.pop_front() {
-                            match r {
-                                Reply::Parse {
-                                    def,
-                                    generation,
-                                    undo,
-                                    ..
-                                } => {
-                                    server.forget(def.id, generation);
-                                    undos.extend(undo);
-                                }
-                                Reply::Synthetic(_, undo) => undos.extend(undo),
-                                Reply::Evict(def) => server.restore(def),
-                                _ => {}
-                            }
-                        }
-                    }
-                    for u in undos.into_iter().rev() {
-                        client.revert(u);
+                    // the next Sync: their answers never come, synthetic ones included. With
+                    // no Sync queued yet, it goes on skipping what the client sends next.
+                    if !self.skip_to_sync(server, client, true) {
+                        self.skipping_until_sync = true;
                     }
                     ReplyAction::Forward
                 }
                 b'Z' => {
                     // Out of step (should not happen): the server is back at a sync point, so
-                    // is the queue.
-                    while let Some(r) = self.queue.pop_front() {
-                        if matches!(r, Reply::Sync | Reply::Query) {
-                            break;
-                        }
+                    // is the queue; what it never answered was skipped and is taken back.
+                    self.skip_to_sync(server, client, false);
+                    if matches!(self.queue.front(), Some(Reply::Sync | Reply::Query)) {
+                        self.queue.pop_front();
                     }
+                    self.skipping_until_sync = false;
                     ReplyAction::Forward
                 }
                 _ => ReplyAction::Forward,
             },
         }
+    }
+
+    /// Takes the entries before the next Sync off the queue as messages the server skipped:
+    /// their Parses never happened, evicted statements are still there, the client's name
+    /// changes are taken back (newest first). After an error PostgreSQL ignores simple Queries
+    /// too until the Sync (`through_queries`): they are counted in `skipped_queries` for the
+    /// relay, which expects no ReadyForQuery for them; otherwise a Query ends the skip as a
+    /// Sync does. Returns false if no Sync (or Query) is queued.
+    fn skip_to_sync(
+        &mut self,
+        server: &mut ServerStatements,
+        client: &mut ClientStatements,
+        through_queries: bool,
+    ) -> bool {
+        let mut undos = Vec::new();
+        let mut synced = false;
+        while let Some(r) = self.queue.front() {
+            if matches!(r, Reply::Sync) || (!through_queries && matches!(r, Reply::Query)) {
+                synced = true;
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Reply::Query) => self.skipped_queries += 1,
+                Some(Reply::Parse {
+                    def,
+                    generation,
+                    undo,
+                    ..
+                }) => {
+                    server.forget(def.id, generation);
+                    undos.extend(undo);
+                }
+                Some(Reply::Synthetic(_, undo)) => undos.extend(undo),
+                Some(Reply::Evict(def)) => server.restore(def),
+                _ => {}
+            }
+        }
+        for u in undos.into_iter().rev() {
+            client.revert(u);
+        }
+        synced
     }
 
     fn complete_head(&mut self, server: &mut ServerStatements) -> ReplyAction {
@@ -687,6 +731,50 @@ mod tests {
         assert!(!server.usable(new.id, 2));
         r.on_server(b'Z', &mut server, &mut client);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn an_error_with_no_sync_queued_skips_until_the_clients_sync() {
+        let reg = StatementRegistry::default();
+        let kept = reg.intern(&tail("SELECT 1", &[]), || None);
+        let fresh = reg.intern(&tail("SELECT 2", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        client.insert("k", Arc::clone(&kept));
+        let mut r = Replies::default();
+        // Bind/Execute (the Bind fails), Close k (synthetic), a Query, Flush: no Sync yet.
+        r.push_pass();
+        r.push_pass();
+        let u = client.remove("k");
+        r.push_synthetic(Synthetic::CloseComplete, Some(u));
+        r.push_query();
+        assert_eq!(
+            r.on_server(b'E', &mut server, &mut client),
+            ReplyAction::Forward
+        );
+        assert!(r.skipping_until_sync(), "the server skips until a Sync");
+        assert!(!r.is_empty(), "a skipping server is not idle");
+        assert!(!r.synthetic_due());
+        assert_eq!(r.take_skipped_queries(), 1, "the Query is ignored too");
+        assert!(
+            Arc::ptr_eq(client.get("k").unwrap(), &kept),
+            "Close taken back"
+        );
+        r.push_sync();
+        assert!(!r.skipping_until_sync());
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+
+        // Out of step: a ReadyForQuery while entries are unanswered takes them back too.
+        let g = server.insert_pending(&fresh, 7);
+        let u = client.insert("f", Arc::clone(&fresh));
+        r.push_swallow();
+        r.push_parse(&fresh, g, false, Some(u));
+        r.push_sync();
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+        assert!(client.get("f").is_none());
+        assert!(!server.usable(fresh.id, 7));
     }
 
     #[test]

@@ -659,7 +659,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         len: usize,
         fwd: &mut usize,
     ) -> Result<(Step, bool), SessionEnd> {
-        if self.skip_until_sync && tag != b'S' && tag != b'X' {
+        if (self.skip_until_sync || self.replies.skipping_until_sync())
+            && tag != b'S'
+            && tag != b'X'
+        {
+            // Skipped until Sync, as PostgreSQL does after an error: after pgward's refusal
+            // (`skip_until_sync`), or after the server's error with no Sync queued behind it
+            // (the server skips them; forwarding them would make pgward answer or change
+            // statements the server never sees).
             return Ok((Step::Next, false));
         }
         if matches!(tag, b'c' | b'f') && !(self.copy_in && self.server.is_some()) {
@@ -1719,6 +1726,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                             &mut self.statements,
                         );
                         swallow |= action == ReplyAction::Swallow;
+                        for _ in 0..self.replies.take_skipped_queries() {
+                            // A Query behind a pipeline that failed before its Sync: the
+                            // server ignored it, no ReadyForQuery comes for it.
+                            self.pending_syncs = self.pending_syncs.saturating_sub(1);
+                            if let Some(i) = self
+                                .pending_kinds
+                                .iter()
+                                .position(|k| *k == SyncKind::Query)
+                            {
+                                self.pending_kinds.remove(i);
+                            }
+                            while let Some(e) = self.expects.pop_front() {
+                                if matches!(e, Expect::SyncPoint) {
+                                    break;
+                                }
+                            }
+                        }
                         match f.tag {
                             b'G' => self.replies.on_copy_in(),
                             // The server dropped every prepared statement (a client's DISCARD
