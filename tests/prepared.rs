@@ -386,3 +386,56 @@ fn a_query_behind_a_pipeline_that_failed_before_its_sync_is_ignored_as_in_postgr
     assert!(errors.is_empty(), "{errors:?}");
     assert!(rows[0].contains("a again"), "{rows:?}");
 }
+
+#[test]
+fn a_failed_parse_is_taken_back_without_undoing_what_later_segments_did() {
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    // One write: a Parse that fails, then (next segment) Close and Parse of the same name.
+    let mut batch = parse_named("s1", "SELEC 'broken'", &[]);
+    batch.extend(sync());
+    batch.extend(statement_target(b'C', "s1"));
+    batch.extend(parse_named("s1", "SELECT 'fixed'", &[]));
+    batch.extend(bind_named("s1", &[]));
+    batch.extend(execute());
+    batch.extend(sync());
+    s.send(&batch);
+    assert_eq!(s.until_ready().0, vec!["42601".to_string()]);
+    let (errors, rows, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("fixed"), "{rows:?}");
+    assert_eq!(tags, b"312DCZ".to_vec());
+    let (errors, rows) = run(&mut s, "s1");
+    assert!(errors.is_empty(), "s1 is the fixed statement: {errors:?}");
+    assert!(rows[0].contains("fixed"), "{rows:?}");
+}
+
+#[test]
+fn a_skipped_close_keeps_the_name_for_later_segments_as_postgres_does() {
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    prepare_ok(&mut s, "s1", "SELECT 'original'");
+    // Segment 1 fails before its Close of s1, which PostgreSQL then skips: s1 still exists
+    // when segment 2 parses that name again.
+    let mut batch = parse_named("x", "SELEC 1", &[]);
+    batch.extend(statement_target(b'C', "s1"));
+    batch.extend(sync());
+    batch.extend(parse_named("s1", "SELECT 'replacement'", &[]));
+    batch.extend(sync());
+    s.send(&batch);
+    assert_eq!(s.until_ready().0, vec!["42601".to_string()]);
+    assert_eq!(s.until_ready().0, vec!["42P05".to_string()]);
+    let (errors, rows) = run(&mut s, "s1");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("original"), "{rows:?}");
+    // Likewise a Parse skipped in segment 1: segment 2 cannot run the statement.
+    let mut batch = parse_named("x", "SELEC 1", &[]);
+    batch.extend(parse_named("s2", "SELECT 'skipped'", &[]));
+    batch.extend(sync());
+    batch.extend(run_named("s2"));
+    s.send(&batch);
+    assert_eq!(s.until_ready().0, vec!["42601".to_string()]);
+    let (errors, rows) = s.until_ready();
+    assert_eq!(errors, vec!["26000".to_string()]);
+    assert!(rows.is_empty(), "{rows:?}");
+}

@@ -182,9 +182,10 @@ impl ClientStatements {
 
     /// Sets `name` and returns how to undo it.
     pub fn insert(&mut self, name: &str, def: Arc<StatementDef>) -> Undo {
-        let previous = self.map.insert(name.into(), def);
+        let previous = self.map.insert(name.into(), Arc::clone(&def));
         Undo {
             name: name.into(),
+            set: Some(def),
             previous,
         }
     }
@@ -194,6 +195,7 @@ impl ClientStatements {
         let previous = self.map.remove(name);
         Undo {
             name: name.into(),
+            set: None,
             previous,
         }
     }
@@ -202,7 +204,20 @@ impl ClientStatements {
         self.map.clear();
     }
 
+    /// Takes back one change, newest first, unless the name has changed since: then the later
+    /// change stands. (The relay makes a client's message that touches a name wait while an
+    /// earlier segment's change to it is unsettled, see [`Replies::unsettled_before`], so the
+    /// changes reverted after an error are always the newest ones of their names; this check
+    /// keeps a later change safe even if that ever failed.)
     fn revert(&mut self, undo: Undo) {
+        let unchanged = match (&undo.set, self.map.get(&undo.name)) {
+            (Some(set), Some(now)) => Arc::ptr_eq(set, now),
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            return;
+        }
         match undo.previous {
             Some(def) => {
                 self.map.insert(undo.name, def);
@@ -219,6 +234,8 @@ impl ClientStatements {
 #[derive(Debug)]
 pub struct Undo {
     name: Box<str>,
+    /// What the change left under the name (`None`: removed it).
+    set: Option<Arc<StatementDef>>,
     previous: Option<Arc<StatementDef>>,
 }
 
@@ -400,6 +417,11 @@ pub struct Replies {
     /// Queries the server ignored while skipping after an error: no ReadyForQuery comes for
     /// them (see [`Replies::take_skipped_queries`]).
     skipped_queries: usize,
+    /// Syncs and Queries queued so far: numbers the client's segments.
+    segments: u64,
+    /// Client names with changes whose outcome (answered, or skipped after an error) is not
+    /// known yet: how many, and the segment of the oldest.
+    unsettled: HashMap<Box<str>, (u32, u64)>,
 }
 
 impl Replies {
@@ -411,6 +433,45 @@ impl Replies {
         self.queue.clear();
         self.skipping_until_sync = false;
         self.skipped_queries = 0;
+        self.unsettled.clear();
+    }
+
+    /// True if `name` has a change from an earlier segment (before the last Sync or Query
+    /// queued) whose outcome is not known yet. A client's message touching that name must wait
+    /// for it: whether PostgreSQL finds the name depends on it, and a change made now could be
+    /// undone by that earlier one's error.
+    pub fn unsettled_before(&self, name: &str) -> bool {
+        self.unsettled
+            .get(name)
+            .is_some_and(|&(_, segment)| segment < self.segments)
+    }
+
+    /// True if some name has a change whose outcome is not known yet.
+    pub fn any_unsettled(&self) -> bool {
+        !self.unsettled.is_empty()
+    }
+
+    fn unsettle(&mut self, undo: &Option<Undo>) {
+        if let Some(u) = undo {
+            let segments = self.segments;
+            let e = self
+                .unsettled
+                .entry(u.name.clone())
+                .or_insert((0, segments));
+            e.0 += 1;
+        }
+    }
+
+    /// The outcome of a change is known (it happened, or was taken back).
+    fn settle(&mut self, undo: &Option<Undo>) {
+        if let Some(u) = undo
+            && let Some(e) = self.unsettled.get_mut(&u.name)
+        {
+            e.0 -= 1;
+            if e.0 == 0 {
+                self.unsettled.remove(&u.name);
+            }
+        }
     }
 
     /// How many simple Queries the last server message made the server's skipping swallow
@@ -440,12 +501,14 @@ impl Replies {
     }
 
     pub fn push_query(&mut self) {
+        self.segments += 1;
         self.queue.push_back(Reply::Query);
     }
 
     pub fn push_sync(&mut self) {
         // The server stops skipping at this Sync; its ReadyForQuery is owed as usual.
         self.skipping_until_sync = false;
+        self.segments += 1;
         self.queue.push_back(Reply::Sync);
     }
 
@@ -456,6 +519,7 @@ impl Replies {
         swallow: bool,
         undo: Option<Undo>,
     ) {
+        self.unsettle(&undo);
         self.queue.push_back(Reply::Parse {
             def: Arc::clone(def),
             generation,
@@ -475,6 +539,7 @@ impl Replies {
     /// Queues an answer pgward gives itself; written out by [`Replies::drain_synthetic`] when
     /// everything before it has been answered.
     pub fn push_synthetic(&mut self, s: Synthetic, undo: Option<Undo>) {
+        self.unsettle(&undo);
         self.queue.push_back(Reply::Synthetic(s, undo));
     }
 
@@ -483,7 +548,9 @@ impl Replies {
         while let Some(Reply::Synthetic(s, _)) = self.queue.front() {
             out.put_u8(s.tag());
             out.put_i32(4);
-            self.queue.pop_front();
+            if let Some(Reply::Synthetic(_, undo)) = self.queue.pop_front() {
+                self.settle(&undo);
+            }
         }
     }
 
@@ -564,9 +631,13 @@ impl Replies {
                     ..
                 }) => {
                     server.forget(def.id, generation);
+                    self.settle(&undo);
                     undos.extend(undo);
                 }
-                Some(Reply::Synthetic(_, undo)) => undos.extend(undo),
+                Some(Reply::Synthetic(_, undo)) => {
+                    self.settle(&undo);
+                    undos.extend(undo);
+                }
                 Some(Reply::Evict(def)) => server.restore(def),
                 _ => {}
             }
@@ -599,7 +670,9 @@ impl Replies {
                 } else {
                     ReplyAction::Forward
                 };
-                self.queue.pop_front();
+                if let Some(Reply::Parse { undo, .. }) = self.queue.pop_front() {
+                    self.settle(&undo);
+                }
                 action
             }
             Some(Reply::Swallow) | Some(Reply::Evict(_)) => {
@@ -775,6 +848,48 @@ mod tests {
         assert!(r.is_empty());
         assert!(client.get("f").is_none());
         assert!(!server.usable(fresh.id, 7));
+    }
+
+    #[test]
+    fn a_taken_back_change_never_undoes_a_later_one() {
+        let reg = StatementRegistry::default();
+        let broken = reg.intern(&tail("SELEC 1", &[]), || None);
+        let fixed = reg.intern(&tail("SELECT 1", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        let mut r = Replies::default();
+        // Segment 1: Parse s1 (will fail), Sync.
+        let g = server.insert_pending(&broken, 1);
+        let u = client.insert("s1", Arc::clone(&broken));
+        r.push_swallow();
+        r.push_parse(&broken, g, false, Some(u));
+        assert!(
+            !r.unsettled_before("s1"),
+            "same segment: LIFO undo is exact"
+        );
+        r.push_sync();
+        assert!(r.any_unsettled());
+        assert!(r.unsettled_before("s1"), "the relay makes segment 2 wait");
+        assert!(!r.unsettled_before("other"));
+        // Had segment 2 not waited: Close s1, Parse s1 as the fixed text.
+        let u = client.remove("s1");
+        r.push_synthetic(Synthetic::CloseComplete, Some(u));
+        let g2 = server.insert_pending(&fixed, 2);
+        let u = client.insert("s1", Arc::clone(&fixed));
+        r.push_swallow();
+        r.push_parse(&fixed, g2, false, Some(u));
+        r.push_sync();
+        let mut out = BytesMut::new();
+        for tag in [b'3', b'E', b'Z', b'3', b'1', b'Z'] {
+            r.on_server(tag, &mut server, &mut client);
+            r.drain_synthetic(&mut out);
+        }
+        assert!(r.is_empty());
+        assert!(!r.any_unsettled(), "every outcome is known");
+        assert!(
+            Arc::ptr_eq(client.get("s1").unwrap(), &fixed),
+            "the failed Parse's undo left the later Parse alone"
+        );
     }
 
     #[test]

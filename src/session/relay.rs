@@ -716,6 +716,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
         }
 
+        if self.tracking()
+            && self.pending_syncs > 0
+            && self.replies.any_unsettled()
+            && named_statement_target(tag, &self.cbuf[body_range.clone()])
+                .is_some_and(|name| self.replies.unsettled_before(name))
+        {
+            // The name was changed in an earlier segment whose answers are not all in: whether
+            // that change happened decides what PostgreSQL does with this message, and a change
+            // made now must not be undone by that one's error. Wait for them (no cost unless a
+            // client pipelines a name's use behind its own unanswered Parse or Close).
+            return Ok((Step::Pause, false));
+        }
+
         // The statement policy first: a denied statement never reaches a server.
         if self.policy.is_some() {
             let (refusal, event) = self.policy_check(tag, &body_range)?;
@@ -2181,6 +2194,20 @@ fn deallocate_one_extended() -> ClientError {
     ClientError::NotInTransactionMode {
         what: "DEALLOCATE of one statement as a prepared statement (use Close, or DEALLOCATE as a simple query)",
     }
+}
+
+/// The client's statement name a Parse, Bind, Describe or Close names, if it names one.
+fn named_statement_target(tag: u8, body: &[u8]) -> Option<&str> {
+    let name = match tag {
+        b'P' => std::str::from_utf8(msg::decode_parse_raw(body).ok()?.0).ok()?,
+        b'B' => msg::decode_bind_names(body).ok()?.1,
+        b'D' | b'C' => match msg::decode_target(body, "Describe").ok()? {
+            (b'S', name) => name,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 fn unnamed_missing() -> ClientError {
