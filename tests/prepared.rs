@@ -439,3 +439,43 @@ fn a_skipped_close_keeps_the_name_for_later_segments_as_postgres_does() {
     assert_eq!(errors, vec!["26000".to_string()]);
     assert!(rows.is_empty(), "{rows:?}");
 }
+
+#[test]
+fn parse_inside_a_failed_transaction_block_fails_as_in_postgres() {
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    // The connection has the statement: pgward could answer a Parse of it by itself.
+    prepare_ok(&mut s, "a", "SELECT 42");
+    s.send(&query_message("BEGIN"));
+    assert!(s.until_ready().0.is_empty());
+    s.send(&query_message("SELECT 1/0"));
+    assert_eq!(s.until_ready().0, vec!["22012".to_string()]);
+    // PostgreSQL: 25P02 for a Parse in a failed block (except COMMIT/ROLLBACK and the like);
+    // a Close works.
+    let mut batch = parse_named("b", "SELECT 42", &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, _, tags) = s.until_ready_tags();
+    assert_eq!(errors, vec!["25P02".to_string()]);
+    assert_eq!(tags, b"EZ".to_vec());
+    let mut batch = statement_target(b'C', "a");
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, _, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, b"3Z".to_vec());
+    let mut batch = parse_named("rb", "ROLLBACK", &[]);
+    batch.extend(sync());
+    s.send(&batch);
+    let (errors, _, tags) = s.until_ready_tags();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, b"1Z".to_vec());
+    let (errors, _, tags) = {
+        s.send(&run_named("rb"));
+        s.until_ready_tags()
+    };
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tags, b"2CZ".to_vec());
+    assert_eq!(run(&mut s, "b").0, vec!["26000".to_string()]);
+    assert_eq!(run(&mut s, "a").0, vec!["26000".to_string()]);
+}

@@ -931,7 +931,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        if server.prepared.usable(def.id, self.segment) {
+        // Answered here only when PostgreSQL's answer is sure to be ParseComplete: the client is
+        // not in a failed transaction block (there PostgreSQL refuses a Parse with 25P02, except
+        // for COMMIT, ROLLBACK and the like), and no earlier segment is unanswered (it could
+        // leave the block failed). Otherwise the server answers: Close and Parse again.
+        let status_known = self.pending_syncs == 0 && self.tx_status != TxStatus::Failed;
+        if status_known && server.prepared.usable(def.id, self.segment) {
             let undo = self.statements.insert(&name, def);
             self.replies
                 .push_synthetic(Synthetic::ParseComplete, Some(undo));
