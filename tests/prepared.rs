@@ -479,3 +479,98 @@ fn parse_inside_a_failed_transaction_block_fails_as_in_postgres() {
     assert_eq!(run(&mut s, "b").0, vec!["26000".to_string()]);
     assert_eq!(run(&mut s, "a").0, vec!["26000".to_string()]);
 }
+
+/// The server-side number of the client's statement `sql` on the current connection.
+fn server_id_of(s: &mut RawSession, sql: &str) -> u64 {
+    s.send(&query_message(&format!(
+        "SELECT name FROM pg_prepared_statements WHERE statement = '{}'",
+        sql.replace('\'', "''")
+    )));
+    let (errors, rows) = s.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    let row = rows.first().expect("the statement is on the connection");
+    let digits: String = row
+        .rsplit("pgward_")
+        .next()
+        .expect("a pgward_ name")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a statement number")
+}
+
+#[test]
+fn statements_dropped_or_prepared_by_a_function_do_not_poison_the_connection() {
+    let env = env_with(1);
+    // Functions that do, inside the server, what pgward cannot see: drop every prepared
+    // statement of the session, or prepare one under a name pgward will use.
+    env.pg.superuser_sql_in(
+        "appdb",
+        "CREATE FUNCTION drop_all_statements() RETURNS int LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE 'DEALLOCATE ALL'; RETURN 1; END $$; \
+         CREATE FUNCTION drop_statement(n int) RETURNS int LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE format('DEALLOCATE pgward_%s', n); RETURN 1; END $$; \
+         CREATE FUNCTION hijack(n int) RETURNS int LANGUAGE plpgsql AS $$ \
+         BEGIN EXECUTE format('PREPARE pgward_%s AS SELECT %L', n, 'hijacked'); RETURN 1; END $$;",
+    );
+    let mut a = RawSession::login(env.port(), "appdb");
+    let mut b = RawSession::login(env.port(), "appdb");
+    prepare_ok(&mut a, "s", "SELECT 'a-stmt'");
+    prepare_ok(&mut b, "t", "SELECT 'b-stmt'");
+    assert!(run(&mut a, "s").0.is_empty());
+    assert!(run(&mut b, "t").0.is_empty());
+
+    // DEALLOCATE ALL behind pgward's back: the first use of a statement may fail (26000);
+    // then pgward prepares again what it needs, for this client and for the others.
+    a.send(&query_message("SELECT drop_all_statements()"));
+    assert!(a.until_ready().0.is_empty());
+    let (errors, _) = run(&mut a, "s");
+    assert!(
+        errors.is_empty() || errors == vec!["26000".to_string()],
+        "{errors:?}"
+    );
+    for _ in 0..3 {
+        let (errors, rows) = run(&mut a, "s");
+        assert!(errors.is_empty(), "a after the heal: {errors:?}");
+        assert!(rows[0].contains("a-stmt"), "{rows:?}");
+        let (errors, rows) = run(&mut b, "t");
+        assert!(errors.is_empty(), "b is not poisoned: {errors:?}");
+        assert!(rows[0].contains("b-stmt"), "{rows:?}");
+    }
+
+    // One statement dropped: the same.
+    let id = server_id_of(&mut b, "SELECT 'b-stmt'");
+    a.send(&query_message(&format!("SELECT drop_statement({id})")));
+    assert!(a.until_ready().0.is_empty());
+    let (errors, _) = run(&mut b, "t");
+    assert!(
+        errors.is_empty() || errors == vec!["26000".to_string()],
+        "{errors:?}"
+    );
+    for _ in 0..3 {
+        let (errors, rows) = run(&mut b, "t");
+        assert!(errors.is_empty(), "b after the heal: {errors:?}");
+        assert!(rows[0].contains("b-stmt"), "{rows:?}");
+        assert!(run(&mut a, "s").0.is_empty());
+    }
+
+    // A function prepares statements under the names pgward will give the next statements:
+    // pgward closes a name before preparing it on a connection it does not know to have it,
+    // so its own statement replaces the impostor.
+    let next = id.max(server_id_of(&mut a, "SELECT 'a-stmt'")) + 1;
+    for n in next..next + 5 {
+        a.send(&query_message(&format!("SELECT hijack({n})")));
+        assert!(a.until_ready().0.is_empty());
+    }
+    prepare_ok(&mut a, "mine", "SELECT 'mine'");
+    let mut b_sql = parse_named("also", "SELECT 'b-own'", &[]);
+    b_sql.extend(sync());
+    b.send(&b_sql);
+    assert!(b.until_ready().0.is_empty());
+    let (errors, rows) = run(&mut a, "mine");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("mine"), "{rows:?}");
+    let (errors, rows) = run(&mut b, "also");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("b-own"), "{rows:?}");
+}

@@ -18,7 +18,20 @@
 //! Robustness over cleverness: every Parse pgward sends for a statement it does not know to be
 //! on the server is preceded by a Close of the same name (a no-op when absent), so if pgward's
 //! table and the server ever disagree, the worst case is one needless round of preparation,
-//! never a "prepared statement already exists" error.
+//! never a "prepared statement already exists" error. [`StatementDef::put_close_and_parse`] is
+//! the only way pgward writes a Parse, so this holds by construction. It is also what keeps a
+//! statement someone else put under a `pgward_<n>` name (a function running
+//! `EXECUTE 'PREPARE pgward_7 AS …'`) from being run in place of pgward's own on a connection
+//! whose table lacks that name: pgward's Close drops the impostor first.
+//!
+//! The other way round, a statement that vanished behind pgward's back (a function running
+//! `DEALLOCATE pgward_5` or `DEALLOCATE ALL`; pgward sees only the top-level command tags)
+//! shows as `26000` answering pgward's renamed Bind or Describe ([`Replies::push_renamed`]):
+//! the relay then forgets the connection's table, so everything is prepared again on next use,
+//! and marks the connection for a reset. That client gets the one error; nobody after it does.
+//! What pgward cannot see is a function replacing a statement the table does have
+//! (`DEALLOCATE` then `PREPARE` of the same name): code that runs arbitrary dynamic SQL for one
+//! client can act on the others sharing its backend role (see the README).
 //!
 //! Hand-written: no crate does this. The registry is a mutex-protected map touched once per
 //! client Parse; per execution, a Bind costs one lookup in the client's map and one in the
@@ -67,8 +80,16 @@ impl StatementDef {
         &self.parse_tail[..end]
     }
 
-    /// Appends a Parse of this statement under its server name.
-    pub fn put_parse(&self, out: &mut BytesMut) {
+    /// Appends a Close of the server name, then a Parse of this statement under it: the Close
+    /// makes the Parse safe whatever the server has under that name (see the module comment).
+    /// Two answers follow, CloseComplete then ParseComplete (or an error).
+    pub fn put_close_and_parse(&self, out: &mut BytesMut) {
+        self.put_close(out);
+        self.put_parse(out);
+    }
+
+    /// Appends a Parse of this statement under its server name (only ever after a Close).
+    fn put_parse(&self, out: &mut BytesMut) {
         let len = 4 + self.server_name.len() + 1 + self.parse_tail.len();
         out.put_u8(b'P');
         out.put_i32(len as i32);
@@ -391,6 +412,9 @@ enum Reply {
     },
     /// A message pgward sent on its own whose answer is not the client's.
     Swallow,
+    /// A client's Bind or Describe of a named statement, sent under the server name: answered
+    /// like `Pass(1)`, but a `26000` answering it means the statement vanished from the server.
+    Renamed,
     /// pgward's Close of a statement evicted from the LRU: if the server skips it (an error
     /// earlier in the pipeline), the statement is still there and goes back in the table.
     Evict(Arc<StatementDef>),
@@ -526,6 +550,17 @@ impl Replies {
             swallow,
             undo,
         });
+    }
+
+    /// A client's Bind or Describe re-targeted at a statement's server name.
+    pub fn push_renamed(&mut self) {
+        self.queue.push_back(Reply::Renamed);
+    }
+
+    /// True if the oldest answer owed is for a renamed Bind or Describe: an error now answers
+    /// it (see [`Reply::Renamed`]).
+    pub fn renamed_due(&self) -> bool {
+        matches!(self.queue.front(), Some(Reply::Renamed))
     }
 
     pub fn push_swallow(&mut self) {
@@ -674,6 +709,10 @@ impl Replies {
                     self.settle(&undo);
                 }
                 action
+            }
+            Some(Reply::Renamed) => {
+                self.queue.pop_front();
+                ReplyAction::Forward
             }
             Some(Reply::Swallow) | Some(Reply::Evict(_)) => {
                 self.queue.pop_front();
@@ -890,6 +929,26 @@ mod tests {
             Arc::ptr_eq(client.get("s1").unwrap(), &fixed),
             "the failed Parse's undo left the later Parse alone"
         );
+    }
+
+    #[test]
+    fn a_renamed_bind_is_answered_like_any_client_message() {
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        let mut r = Replies::default();
+        r.push_renamed();
+        r.push_renamed();
+        r.push_sync();
+        assert!(r.renamed_due());
+        assert_eq!(
+            r.on_server(b'2', &mut server, &mut client),
+            ReplyAction::Forward
+        );
+        assert!(r.renamed_due(), "one answer each, never merged");
+        r.on_server(b'E', &mut server, &mut client);
+        assert!(!r.renamed_due());
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
     }
 
     #[test]

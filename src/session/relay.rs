@@ -828,7 +828,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     .map(|i| portal_end + i + 1)
                     .unwrap_or(body.len());
                 def.put_renamed(&mut self.sout, b'B', &body[..portal_end], &body[stmt_end..]);
-                self.replies.push_pass();
+                self.replies.push_renamed();
                 self.portals.retain(|(n, _)| n != &portal);
                 self.portals.push((portal, def.effect.clone()));
             }
@@ -838,7 +838,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.extended_open = true;
                 self.ensure_prepared(&def);
                 def.put_renamed(&mut self.sout, b'D', b"S", b"");
-                self.replies.push_pass();
+                self.replies.push_renamed();
             }
             track => self.note_forwarded(tag, track),
         }
@@ -943,9 +943,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             return self.write_due_synthetic().await;
         }
         // Close first: a no-op unless pgward's table and the server disagree (see `prepared`).
-        def.put_close(&mut self.sout);
+        def.put_close_and_parse(&mut self.sout);
         self.replies.push_swallow();
-        def.put_parse(&mut self.sout);
         let generation = server.prepared.insert_pending(&def, self.segment);
         let undo = self.statements.insert(&name, Arc::clone(&def));
         self.replies.push_parse(&def, generation, false, Some(undo));
@@ -962,9 +961,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         if server.prepared.usable(def.id, self.segment) {
             return;
         }
-        def.put_close(&mut self.sout);
+        def.put_close_and_parse(&mut self.sout);
         self.replies.push_swallow();
-        def.put_parse(&mut self.sout);
         let generation = server.prepared.insert_pending(def, self.segment);
         self.replies.push_parse(def, generation, true, None);
         self.evict_prepared();
@@ -1738,12 +1736,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         }));
                     }
                     if tracking {
+                        // A renamed Bind or Describe answered with 26000: the statement is gone
+                        // from the server though pgward's table has it (a function ran
+                        // DEALLOCATE). The table cannot be trusted: forget it, so everything is
+                        // prepared again on next use (Close first), and reset the connection
+                        // before anyone else gets it.
+                        let vanished = f.tag == b'E'
+                            && self.replies.renamed_due()
+                            && msg::decode_error(body).is_ok_and(|e| e.code == "26000");
                         let action = self.replies.on_server(
                             f.tag,
                             &mut server.prepared,
                             &mut self.statements,
                         );
                         swallow |= action == ReplyAction::Swallow;
+                        if vanished {
+                            tracing::warn!(
+                                "a prepared statement vanished from the server connection behind pgward's back (DEALLOCATE in a function?); its statements will be prepared again and it will be reset after use"
+                            );
+                            server.prepared.clear();
+                            server.dirty = true;
+                        }
                         for _ in 0..self.replies.take_skipped_queries() {
                             // A Query behind a pipeline that failed before its Sync: the
                             // server ignored it, no ReadyForQuery comes for it.
