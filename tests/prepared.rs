@@ -574,3 +574,127 @@ fn statements_dropped_or_prepared_by_a_function_do_not_poison_the_connection() {
     assert!(errors.is_empty(), "{errors:?}");
     assert!(rows[0].contains("b-own"), "{rows:?}");
 }
+
+/// Sends `bytes` from another thread while the caller reads: a long pipeline would otherwise
+/// fill the socket buffers both ways.
+fn send_in_background(s: &RawSession, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let mut w = s.stream.try_clone().expect("clone stream");
+    std::thread::spawn(move || w.write_all(&bytes).expect("send pipeline"))
+}
+
+#[test]
+fn one_clients_statements_are_bounded_in_bytes() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        extra: r#"
+[[databases]]
+name = "small"
+dbname = "appdb"
+port = PORT
+backend_user = "app_rw"
+backend_password_file = "app_rw.password"
+pool_mode = "transaction"
+pool_size = 1
+max_client_statement_bytes = 4096
+"#
+        .into(),
+        ..Options::default()
+    });
+    let mut s = RawSession::login(env.port(), "small");
+    // Each statement is 1000 bytes of text: with its name and parameter count, four fit.
+    let sql = |i: usize| format!("SELECT '{}{i}'", "x".repeat(990));
+    for i in 0..4 {
+        prepare_ok(&mut s, &format!("s{i}"), &sql(i));
+    }
+    let refused = |s: &mut RawSession, name: &str, text: &str| {
+        let mut batch = parse_named(name, text, &[]);
+        batch.extend(sync());
+        s.send(&batch);
+        s.until_ready().0
+    };
+    assert_eq!(refused(&mut s, "s4", &sql(4)), vec!["54000".to_string()]);
+    // Too big on its own.
+    let huge = format!("SELECT '{}'", "y".repeat(5000));
+    assert_eq!(refused(&mut s, "h", &huge), vec!["54000".to_string()]);
+    // Closing one makes room; a Parse the server rejects gives its bytes back.
+    let mut batch = statement_target(b'C', "s0");
+    batch.extend(sync());
+    s.send(&batch);
+    assert!(s.until_ready().0.is_empty());
+    let broken = format!("SELEC '{}'", "z".repeat(991));
+    assert_eq!(refused(&mut s, "bad", &broken), vec!["42601".to_string()]);
+    prepare_ok(&mut s, "s4", &sql(4));
+    let (errors, rows) = run(&mut s, "s4");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(rows[0].contains("x4"), "{rows:?}");
+    // DEALLOCATE ALL gives everything back.
+    s.send(&query_message("DEALLOCATE ALL"));
+    assert!(s.until_ready().0.is_empty());
+    for i in 10..14 {
+        prepare_ok(&mut s, &format!("s{i}"), &sql(i));
+    }
+}
+
+#[test]
+fn portal_bookkeeping_is_bounded_within_one_transaction() {
+    const LIMIT: usize = 10_000;
+    let env = env_with(1);
+    let mut s = RawSession::login(env.port(), "appdb");
+    prepare_ok(&mut s, "one", "SELECT 1");
+    // Outside a block every portal goes at its Sync: a long pipeline of named portals never
+    // hits the limit.
+    let mut batch = Vec::new();
+    for i in 0..=LIMIT {
+        let p = format!("p{i}");
+        batch.extend(support::wire::bind_portal(&p, "one", &[]));
+        batch.extend(support::wire::execute_portal(&p));
+        batch.extend(sync());
+    }
+    let writer = send_in_background(&s, batch);
+    for i in 0..=LIMIT {
+        let (errors, _) = s.until_ready();
+        assert!(errors.is_empty(), "segment {i}: {errors:?}");
+    }
+    writer.join().expect("writer");
+    // Closed portals do not count either.
+    s.send(&query_message("BEGIN"));
+    assert!(s.until_ready().0.is_empty());
+    let mut batch = Vec::new();
+    for i in 0..=LIMIT {
+        let p = format!("c{i}");
+        batch.extend(support::wire::bind_portal(&p, "one", &[]));
+        batch.extend(support::wire::close_portal(&p));
+    }
+    batch.extend(sync());
+    let writer = send_in_background(&s, batch);
+    let (errors, _) = s.until_ready();
+    writer.join().expect("writer");
+    assert!(errors.is_empty(), "{errors:?}");
+    // Open portals inside one transaction block: refused past the limit with 54000, and the
+    // block fails as it would on a PostgreSQL error.
+    let mut batch = Vec::new();
+    for i in 0..=LIMIT {
+        batch.extend(support::wire::bind_portal(&format!("o{i}"), "one", &[]));
+    }
+    batch.extend(sync());
+    let writer = send_in_background(&s, batch);
+    let (errors, _, tags) = s.until_ready_tags();
+    writer.join().expect("writer");
+    assert_eq!(errors, vec!["54000".to_string()]);
+    assert_eq!(tags.iter().filter(|t| **t == b'2').count(), LIMIT);
+    s.send(&query_message("ROLLBACK"));
+    assert!(s.until_ready().0.is_empty());
+    // The block is over, its portals with it.
+    s.send(&query_message("BEGIN"));
+    assert!(s.until_ready().0.is_empty());
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        batch.extend(support::wire::bind_portal(&format!("o{i}"), "one", &[]));
+    }
+    batch.extend(sync());
+    s.send(&batch);
+    assert!(s.until_ready().0.is_empty());
+    s.send(&query_message("COMMIT"));
+    assert!(s.until_ready().0.is_empty());
+}

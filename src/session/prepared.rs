@@ -182,11 +182,46 @@ impl StatementRegistry {
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     map: HashMap<Box<str>, Arc<StatementDef>>,
+    /// What they cost ([`ClientStatements::cost`] summed over the names).
+    bytes: usize,
 }
 
 impl ClientStatements {
+    /// What holding one name costs, in bytes: the name and the statement's Parse tail (text,
+    /// parameter types). A statement shared by several names counts for each, as the client
+    /// could make each a different one.
+    pub fn cost(name: &str, parse_tail_len: usize) -> usize {
+        name.len() + parse_tail_len
+    }
+
+    fn cost_of(name: &str, def: &StatementDef) -> usize {
+        Self::cost(name, def.parse_tail.len())
+    }
+
+    /// What all the client's names cost.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<StatementDef>> {
         self.map.get(name)
+    }
+
+    fn put(&mut self, name: &str, def: Arc<StatementDef>) -> Option<Arc<StatementDef>> {
+        self.bytes += Self::cost_of(name, &def);
+        let previous = self.map.insert(name.into(), def);
+        if let Some(p) = &previous {
+            self.bytes -= Self::cost_of(name, p);
+        }
+        previous
+    }
+
+    fn take(&mut self, name: &str) -> Option<Arc<StatementDef>> {
+        let previous = self.map.remove(name);
+        if let Some(p) = &previous {
+            self.bytes -= Self::cost_of(name, p);
+        }
+        previous
     }
 
     pub fn len(&self) -> usize {
@@ -203,7 +238,7 @@ impl ClientStatements {
 
     /// Sets `name` and returns how to undo it.
     pub fn insert(&mut self, name: &str, def: Arc<StatementDef>) -> Undo {
-        let previous = self.map.insert(name.into(), Arc::clone(&def));
+        let previous = self.put(name, Arc::clone(&def));
         Undo {
             name: name.into(),
             set: Some(def),
@@ -213,7 +248,7 @@ impl ClientStatements {
 
     /// Removes `name` and returns how to undo it.
     pub fn remove(&mut self, name: &str) -> Undo {
-        let previous = self.map.remove(name);
+        let previous = self.take(name);
         Undo {
             name: name.into(),
             set: None,
@@ -223,6 +258,7 @@ impl ClientStatements {
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.bytes = 0;
     }
 
     /// Takes back one change, newest first, unless the name has changed since: then the later
@@ -241,10 +277,10 @@ impl ClientStatements {
         }
         match undo.previous {
             Some(def) => {
-                self.map.insert(undo.name, def);
+                self.put(&undo.name, def);
             }
             None => {
-                self.map.remove(&undo.name);
+                self.take(&undo.name);
             }
         }
     }
@@ -949,6 +985,31 @@ mod tests {
         assert!(!r.renamed_due());
         r.on_server(b'Z', &mut server, &mut client);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_clients_statements_are_counted_in_bytes() {
+        let reg = StatementRegistry::default();
+        let a = reg.intern(&tail("SELECT 1", &[]), || None);
+        let b = reg.intern(&tail("SELECT 22", &[23]), || None);
+        let (ca, cb) = (a.parse_tail.len(), b.parse_tail.len());
+        let mut c = ClientStatements::default();
+        let u1 = c.insert("x", Arc::clone(&a));
+        assert_eq!(c.bytes(), 1 + ca);
+        let u2 = c.insert("yy", Arc::clone(&a));
+        assert_eq!(c.bytes(), 1 + ca + 2 + ca, "each name counts");
+        let u3 = c.remove("x");
+        assert_eq!(c.bytes(), 2 + ca);
+        let u4 = c.insert("x", Arc::clone(&b));
+        assert_eq!(c.bytes(), 2 + ca + 1 + cb);
+        for u in [u4, u3, u2, u1] {
+            c.revert(u);
+        }
+        assert_eq!(c.bytes(), 0);
+        assert!(c.is_empty());
+        c.insert("x", Arc::clone(&b));
+        c.clear();
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]

@@ -45,6 +45,9 @@ const CANCEL_SETTLE: Duration = Duration::from_secs(5);
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Server messages we decode are small; anything we only forward is bounded by the protocol.
 const MAX_INSPECTED_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
+/// Transaction mode: portals one client may have open at once (PostgreSQL has no limit; a
+/// pooler must bound what it keeps per client). Portals end with their transaction.
+pub const MAX_CLIENT_PORTALS: usize = 10_000;
 
 fn inspect_client(tag: u8) -> bool {
     // Everything but COPY data: those stream through.
@@ -165,7 +168,9 @@ pub struct Relay<S> {
     segment_effects: Vec<(SessionEffect, String)>,
     /// The unnamed statement parsed on the current server, and its effect.
     unnamed_statement: Option<Option<(SessionEffect, String)>>,
-    portals: Vec<(String, Option<(SessionEffect, String)>)>,
+    /// The portals bound during this turn on the server: what executing each does to session
+    /// state, and the segment it was bound in. At most [`MAX_CLIENT_PORTALS`].
+    portals: std::collections::HashMap<String, (Option<(SessionEffect, String)>, u64)>,
     /// The session ends here (its client certificate expires).
     deadline: Option<tokio::time::Instant>,
     /// Set when handling server bytes failed part-way: the connection is closed, not reused.
@@ -183,6 +188,8 @@ pub struct Relay<S> {
     segment: u64,
     /// Named statements kept per server connection; 0 refuses them.
     max_prepared: usize,
+    /// Bytes of named statements (text, parameter types, names) this client may hold.
+    max_statement_bytes: usize,
     /// Bytes for the server, assembled when client frames had to be rewritten.
     sout: BytesMut,
     /// Bytes for the client, assembled when server messages were swallowed or answers made up.
@@ -242,6 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     ) -> Self {
         let mode = pool.settings().mode;
         let max_prepared = pool.database.max_prepared_statements;
+        let max_statement_bytes = pool.database.max_client_statement_bytes;
         let max_message = app.config().server.max_message_bytes;
         Relay {
             app,
@@ -273,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             block_effects: Vec::new(),
             segment_effects: Vec::new(),
             unnamed_statement: None,
-            portals: Vec::new(),
+            portals: std::collections::HashMap::new(),
             deadline: None,
             server_state_unknown: false,
             discard_until_ready: 0,
@@ -281,6 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             replies: Replies::default(),
             segment: 0,
             max_prepared,
+            max_statement_bytes,
             sout: BytesMut::new(),
             cout: BytesMut::new(),
             policy: None,
@@ -754,6 +763,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
         }
 
+        if tag == b'B' {
+            self.forget_dead_portals();
+        }
+
         // Decide before taking a server: a refusal needs none.
         let decision = if self.tracking() {
             self.decide_transaction_mode(tag, &body_range)?
@@ -768,6 +781,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 return self.refuse(tag, err).await;
             }
             Decision::Local(local) => return self.answer_locally(tag, local).await,
+            Decision::Wait => return Ok((Step::Pause, false)),
             Decision::Forward(track) => track.unwrap_or(Tracked::Nothing),
         };
 
@@ -829,8 +843,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     .unwrap_or(body.len());
                 def.put_renamed(&mut self.sout, b'B', &body[..portal_end], &body[stmt_end..]);
                 self.replies.push_renamed();
-                self.portals.retain(|(n, _)| n != &portal);
-                self.portals.push((portal, def.effect.clone()));
+                self.portals
+                    .insert(portal, (def.effect.clone(), self.segment));
             }
             Tracked::NamedDescribe(def) => {
                 self.stage_preceding(fwd, pos);
@@ -909,6 +923,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             b'S' if !self.copy_in || self.client_copy_done => self.executions.sent_sync(),
             _ => {}
+        }
+    }
+
+    /// Before a Bind: with nothing in flight and no transaction block open, every portal bound
+    /// before is gone (PostgreSQL drops portals when their transaction ends), and so is what
+    /// pgward noted about them. In session mode nothing else bounds `portal_described`: past
+    /// [`MAX_CLIENT_PORTALS`] the oldest half goes (only what `statement.executed` would say
+    /// about those portals is lost). In transaction mode, see the limit in
+    /// `decide_transaction_mode`.
+    fn forget_dead_portals(&mut self) {
+        if self.pending_syncs == 0 && !self.extended_open && self.tx_status == TxStatus::Idle {
+            self.portals.clear();
+            self.portal_described.clear();
+        } else if !self.tracking() && self.portal_described.len() >= MAX_CLIENT_PORTALS {
+            let excess = self.portal_described.len() - MAX_CLIENT_PORTALS / 2;
+            self.portal_described.drain(..excess);
         }
     }
 
@@ -1329,6 +1359,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             b'B' => {
                 let (portal, stmt) = msg::decode_bind_names(body).map_err(decode_violation)?;
+                if !self.portals.contains_key(portal) && self.portals.len() >= MAX_CLIENT_PORTALS {
+                    // Full: forget the portals that ended with their transaction. Which did is
+                    // known only once every earlier segment is answered.
+                    if self.pending_syncs > 0 {
+                        return Ok(Decision::Wait);
+                    }
+                    if self.tx_status == TxStatus::Idle {
+                        // No block open: only this segment's portals are still there.
+                        let segment = self.segment;
+                        self.portals.retain(|_, (_, s)| *s == segment);
+                        let portals = &self.portals;
+                        self.portal_described
+                            .retain(|(p, _)| portals.contains_key(p.as_str()));
+                    }
+                    if self.portals.len() >= MAX_CLIENT_PORTALS {
+                        return Ok(Decision::Refuse(ClientError::TooManyPortals {
+                            limit: MAX_CLIENT_PORTALS,
+                        }));
+                    }
+                }
                 if !stmt.is_empty() {
                     return Ok(match self.named_statement(stmt) {
                         Ok(def) => Decision::Forward(Some(Tracked::NamedBind {
@@ -1350,6 +1400,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             b'D' | b'C' => {
                 let what = if tag == b'D' { "Describe" } else { "Close" };
                 let (kind, name) = msg::decode_target(body, what).map_err(decode_violation)?;
+                if tag == b'C' && kind == b'P' {
+                    // The portal ends (or never was: then PostgreSQL does not mind either).
+                    self.portals.remove(name);
+                    self.portal_described.retain(|(p, _)| p != name);
+                }
                 if kind == b'S' && !name.is_empty() {
                     if tag == b'C' {
                         return Ok(Decision::Local(Local::CloseStatement(name.to_owned())));
@@ -1369,11 +1424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             b'E' => {
                 let portal = msg::decode_execute(body).map_err(decode_violation)?;
-                let effect = self
-                    .portals
-                    .iter()
-                    .find(|(n, _)| n == portal)
-                    .and_then(|(_, e)| e.clone());
+                let effect = self.portals.get(portal).and_then(|(e, _)| e.clone());
                 Decision::Forward(Some(Tracked::Execute(effect)))
             }
             _ => Decision::Forward(None),
@@ -1411,6 +1462,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         // The Parse body after the name: text, parameter types — the statement's identity.
         let tail = &body[name.len() + 1..];
+        // Checked before the statement is interned: what a client holds is bounded in bytes
+        // too, not only in count (a statement may be as large as a message).
+        if self.statements.bytes() + ClientStatements::cost(name, tail.len())
+            > self.max_statement_bytes
+        {
+            return Ok(Decision::Refuse(ClientError::PreparedStatementsTooLarge {
+                limit: self.max_statement_bytes,
+            }));
+        }
         let def = self.app.statements.intern(tail, || {
             let stmts = classify_bytes(query);
             let refused = stmts
@@ -1518,8 +1578,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 match track {
                     Tracked::Parse(effect) => self.unnamed_statement = Some(effect),
                     Tracked::Bind(portal, effect) => {
-                        self.portals.retain(|(n, _)| n != &portal);
-                        self.portals.push((portal, effect));
+                        self.portals.insert(portal, (effect, self.segment));
                     }
                     Tracked::Execute(effect) => {
                         if let Some((SessionEffect::Deallocate(None), _)) = &effect {
@@ -1866,6 +1925,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         self.set_state(ClientState::Waiting);
         if let Some(pool) = self.next_pool.take() {
             self.max_prepared = pool.database.max_prepared_statements;
+            self.max_statement_bytes = pool.database.max_client_statement_bytes;
             self.pool = pool;
         }
         let mut checked_out = self.pool.checkout().await;
@@ -1877,6 +1937,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.adopt_reload().map_err(Acquire::Fatal)?;
             if let Some(pool) = self.next_pool.take() {
                 self.max_prepared = pool.database.max_prepared_statements;
+                self.max_statement_bytes = pool.database.max_client_statement_bytes;
                 self.pool = pool;
             }
             checked_out = self.pool.checkout().await;
@@ -2153,6 +2214,8 @@ fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) 
 enum Decision {
     Forward(Option<Tracked>),
     Refuse(ClientError),
+    /// Decided only once every earlier segment is answered: the frame waits.
+    Wait,
     /// pgward answers it itself; nothing goes to the server.
     Local(Local),
 }
