@@ -55,7 +55,8 @@ pub struct StatementDef {
     /// The name it has on every server connection: `pgward_<id>`.
     pub server_name: Box<str>,
     /// The Parse body after the statement name: query text, NUL, parameter count and types.
-    parse_tail: Box<[u8]>,
+    /// Shared with the registry's key: a statement's text is held once.
+    parse_tail: Arc<[u8]>,
     /// What running it does to session state (for transaction-mode tracking).
     pub effect: Option<(SessionEffect, String)>,
     /// Some server has accepted it. A client's Parse of a validated statement is answered
@@ -130,7 +131,7 @@ pub struct StatementRegistry {
 #[derive(Debug, Default)]
 struct RegistryMap {
     /// Keyed by the full Parse tail: equal keys are equal statements, byte for byte.
-    by_key: HashMap<Box<[u8]>, Weak<StatementDef>>,
+    by_key: HashMap<Arc<[u8]>, Weak<StatementDef>>,
     /// When to sweep out statements nobody holds any more.
     sweep_at: usize,
 }
@@ -150,14 +151,15 @@ impl StatementRegistry {
             return def;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let key: Arc<[u8]> = parse_tail.into();
         let def = Arc::new(StatementDef {
             id,
             server_name: format!("pgward_{id}").into_boxed_str(),
-            parse_tail: parse_tail.into(),
+            parse_tail: Arc::clone(&key),
             effect: effect(),
             validated: AtomicBool::new(false),
         });
-        map.by_key.insert(parse_tail.into(), Arc::downgrade(&def));
+        map.by_key.insert(key, Arc::downgrade(&def));
         if map.by_key.len() >= map.sweep_at {
             map.by_key.retain(|_, w| w.strong_count() > 0);
             map.sweep_at = (map.by_key.len() * 2).max(1024);
