@@ -86,6 +86,7 @@ async fn idle_pool(size: usize) -> Arc<Pool> {
         tls: pgward::config::BackendTlsSettings::disabled(),
         reset_on_handover: true,
         max_prepared_statements: 200,
+        max_client_statement_bytes: 16 * 1024 * 1024,
         pool: PoolSettings {
             mode: PoolMode::Transaction,
             size,

@@ -345,6 +345,10 @@ fn config(app: &App) -> Table {
             &format!("{p}.max_prepared_statements"),
             d.max_prepared_statements.to_string(),
         ));
+        rows.push(kv(
+            &format!("{p}.max_client_statement_bytes"),
+            d.max_client_statement_bytes.to_string(),
+        ));
     }
     let mut users: Vec<_> = c.users.values().collect();
     users.sort_by(|a, b| a.name.cmp(&b.name));

@@ -81,6 +81,14 @@ pub enum ClientError {
     TooManyPreparedStatements {
         limit: usize,
     },
+    /// Named statements bigger in total than one client may hold (`max_client_statement_bytes`).
+    PreparedStatementsTooLarge {
+        limit: usize,
+    },
+    /// More open portals than one client may have in transaction mode.
+    TooManyPortals {
+        limit: usize,
+    },
     /// A command pgward answers itself, sent inside a failed transaction block.
     InFailedTransaction,
     /// The statement policy denies the statement. Names the policy and the statement's
@@ -160,7 +168,9 @@ impl ClientError {
                 code::INVALID_SQL_STATEMENT_NAME
             }
             DuplicatePreparedStatement { .. } => code::DUPLICATE_PREPARED_STATEMENT,
-            TooManyPreparedStatements { .. } => code::PROGRAM_LIMIT_EXCEEDED,
+            TooManyPreparedStatements { .. }
+            | PreparedStatementsTooLarge { .. }
+            | TooManyPortals { .. } => code::PROGRAM_LIMIT_EXCEEDED,
             InFailedTransaction => code::IN_FAILED_SQL_TRANSACTION,
             PolicyDenied { .. } | PolicyUnenforceable { .. } => code::INSUFFICIENT_PRIVILEGE,
             AuditUnavailable => code::CANNOT_CONNECT_NOW,
@@ -182,6 +192,8 @@ impl ClientError {
             | ClientError::DuplicatePreparedStatement { .. }
             | ClientError::UnknownPreparedStatement { .. }
             | ClientError::TooManyPreparedStatements { .. }
+            | ClientError::PreparedStatementsTooLarge { .. }
+            | ClientError::TooManyPortals { .. }
             | ClientError::InFailedTransaction
             | ClientError::PolicyDenied { .. }
             | ClientError::AdminUnknownCommand { .. }
@@ -240,6 +252,12 @@ impl ClientError {
             }
             TooManyPreparedStatements { limit } => {
                 format!("too many prepared statements: one client may hold at most {limit}")
+            }
+            PreparedStatementsTooLarge { limit } => format!(
+                "prepared statements too large: one client's named statements may total at most {limit} bytes (max_client_statement_bytes)"
+            ),
+            TooManyPortals { limit } => {
+                format!("too many open portals: one client may have at most {limit}")
             }
             InFailedTransaction => {
                 "current transaction is aborted, commands ignored until end of transaction block"

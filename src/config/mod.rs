@@ -248,6 +248,8 @@ pub struct Database {
     pub reset_on_handover: bool,
     /// Transaction mode: named prepared statements kept per server connection; 0 refuses them.
     pub max_prepared_statements: usize,
+    /// Transaction mode: bytes of named prepared statements one client may hold.
+    pub max_client_statement_bytes: usize,
 }
 
 /// Loads a config file with environment overrides and validates it.
@@ -492,6 +494,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             tls,
             reset_on_handover: d.reset_on_handover,
             max_prepared_statements: d.max_prepared_statements as usize,
+            max_client_statement_bytes: usize::try_from(d.max_client_statement_bytes)
+                .unwrap_or(usize::MAX),
             name: d.name.clone(),
             target: Target {
                 host: d.host.clone(),

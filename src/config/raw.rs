@@ -243,10 +243,18 @@ pub struct RawDatabase {
     /// refuses named prepared statements.
     #[serde(default = "default_max_prepared_statements")]
     pub max_prepared_statements: u64,
+    /// Transaction mode: bytes of named prepared statements (text, parameter types, names) one
+    /// client may hold.
+    #[serde(default = "default_max_client_statement_bytes")]
+    pub max_client_statement_bytes: u64,
 }
 
 fn default_max_prepared_statements() -> u64 {
     200
+}
+
+fn default_max_client_statement_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 fn default_true() -> bool {

@@ -18,7 +18,20 @@
 //! Robustness over cleverness: every Parse pgward sends for a statement it does not know to be
 //! on the server is preceded by a Close of the same name (a no-op when absent), so if pgward's
 //! table and the server ever disagree, the worst case is one needless round of preparation,
-//! never a "prepared statement already exists" error.
+//! never a "prepared statement already exists" error. [`StatementDef::put_close_and_parse`] is
+//! the only way pgward writes a Parse, so this holds by construction. It is also what keeps a
+//! statement someone else put under a `pgward_<n>` name (a function running
+//! `EXECUTE 'PREPARE pgward_7 AS …'`) from being run in place of pgward's own on a connection
+//! whose table lacks that name: pgward's Close drops the impostor first.
+//!
+//! The other way round, a statement that vanished behind pgward's back (a function running
+//! `DEALLOCATE pgward_5` or `DEALLOCATE ALL`; pgward sees only the top-level command tags)
+//! shows as `26000` answering pgward's renamed Bind or Describe ([`Replies::push_renamed`]):
+//! the relay then forgets the connection's table, so everything is prepared again on next use,
+//! and marks the connection for a reset. That client gets the one error; nobody after it does.
+//! What pgward cannot see is a function replacing a statement the table does have
+//! (`DEALLOCATE` then `PREPARE` of the same name): code that runs arbitrary dynamic SQL for one
+//! client can act on the others sharing its backend role (see the README).
 //!
 //! Hand-written: no crate does this. The registry is a mutex-protected map touched once per
 //! client Parse; per execution, a Bind costs one lookup in the client's map and one in the
@@ -42,7 +55,8 @@ pub struct StatementDef {
     /// The name it has on every server connection: `pgward_<id>`.
     pub server_name: Box<str>,
     /// The Parse body after the statement name: query text, NUL, parameter count and types.
-    parse_tail: Box<[u8]>,
+    /// Shared with the registry's key: a statement's text is held once.
+    parse_tail: Arc<[u8]>,
     /// What running it does to session state (for transaction-mode tracking).
     pub effect: Option<(SessionEffect, String)>,
     /// Some server has accepted it. A client's Parse of a validated statement is answered
@@ -67,8 +81,16 @@ impl StatementDef {
         &self.parse_tail[..end]
     }
 
-    /// Appends a Parse of this statement under its server name.
-    pub fn put_parse(&self, out: &mut BytesMut) {
+    /// Appends a Close of the server name, then a Parse of this statement under it: the Close
+    /// makes the Parse safe whatever the server has under that name (see the module comment).
+    /// Two answers follow, CloseComplete then ParseComplete (or an error).
+    pub fn put_close_and_parse(&self, out: &mut BytesMut) {
+        self.put_close(out);
+        self.put_parse(out);
+    }
+
+    /// Appends a Parse of this statement under its server name (only ever after a Close).
+    fn put_parse(&self, out: &mut BytesMut) {
         let len = 4 + self.server_name.len() + 1 + self.parse_tail.len();
         out.put_u8(b'P');
         out.put_i32(len as i32);
@@ -109,7 +131,7 @@ pub struct StatementRegistry {
 #[derive(Debug, Default)]
 struct RegistryMap {
     /// Keyed by the full Parse tail: equal keys are equal statements, byte for byte.
-    by_key: HashMap<Box<[u8]>, Weak<StatementDef>>,
+    by_key: HashMap<Arc<[u8]>, Weak<StatementDef>>,
     /// When to sweep out statements nobody holds any more.
     sweep_at: usize,
 }
@@ -129,14 +151,15 @@ impl StatementRegistry {
             return def;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let key: Arc<[u8]> = parse_tail.into();
         let def = Arc::new(StatementDef {
             id,
             server_name: format!("pgward_{id}").into_boxed_str(),
-            parse_tail: parse_tail.into(),
+            parse_tail: Arc::clone(&key),
             effect: effect(),
             validated: AtomicBool::new(false),
         });
-        map.by_key.insert(parse_tail.into(), Arc::downgrade(&def));
+        map.by_key.insert(key, Arc::downgrade(&def));
         if map.by_key.len() >= map.sweep_at {
             map.by_key.retain(|_, w| w.strong_count() > 0);
             map.sweep_at = (map.by_key.len() * 2).max(1024);
@@ -161,11 +184,46 @@ impl StatementRegistry {
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     map: HashMap<Box<str>, Arc<StatementDef>>,
+    /// What they cost ([`ClientStatements::cost`] summed over the names).
+    bytes: usize,
 }
 
 impl ClientStatements {
+    /// What holding one name costs, in bytes: the name and the statement's Parse tail (text,
+    /// parameter types). A statement shared by several names counts for each, as the client
+    /// could make each a different one.
+    pub fn cost(name: &str, parse_tail_len: usize) -> usize {
+        name.len() + parse_tail_len
+    }
+
+    fn cost_of(name: &str, def: &StatementDef) -> usize {
+        Self::cost(name, def.parse_tail.len())
+    }
+
+    /// What all the client's names cost.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<StatementDef>> {
         self.map.get(name)
+    }
+
+    fn put(&mut self, name: &str, def: Arc<StatementDef>) -> Option<Arc<StatementDef>> {
+        self.bytes += Self::cost_of(name, &def);
+        let previous = self.map.insert(name.into(), def);
+        if let Some(p) = &previous {
+            self.bytes -= Self::cost_of(name, p);
+        }
+        previous
+    }
+
+    fn take(&mut self, name: &str) -> Option<Arc<StatementDef>> {
+        let previous = self.map.remove(name);
+        if let Some(p) = &previous {
+            self.bytes -= Self::cost_of(name, p);
+        }
+        previous
     }
 
     pub fn len(&self) -> usize {
@@ -182,33 +240,49 @@ impl ClientStatements {
 
     /// Sets `name` and returns how to undo it.
     pub fn insert(&mut self, name: &str, def: Arc<StatementDef>) -> Undo {
-        let previous = self.map.insert(name.into(), def);
+        let previous = self.put(name, Arc::clone(&def));
         Undo {
             name: name.into(),
+            set: Some(def),
             previous,
         }
     }
 
     /// Removes `name` and returns how to undo it.
     pub fn remove(&mut self, name: &str) -> Undo {
-        let previous = self.map.remove(name);
+        let previous = self.take(name);
         Undo {
             name: name.into(),
+            set: None,
             previous,
         }
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.bytes = 0;
     }
 
+    /// Takes back one change, newest first, unless the name has changed since: then the later
+    /// change stands. (The relay makes a client's message that touches a name wait while an
+    /// earlier segment's change to it is unsettled, see [`Replies::unsettled_before`], so the
+    /// changes reverted after an error are always the newest ones of their names; this check
+    /// keeps a later change safe even if that ever failed.)
     fn revert(&mut self, undo: Undo) {
+        let unchanged = match (&undo.set, self.map.get(&undo.name)) {
+            (Some(set), Some(now)) => Arc::ptr_eq(set, now),
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            return;
+        }
         match undo.previous {
             Some(def) => {
-                self.map.insert(undo.name, def);
+                self.put(&undo.name, def);
             }
             None => {
-                self.map.remove(&undo.name);
+                self.take(&undo.name);
             }
         }
     }
@@ -219,6 +293,8 @@ impl ClientStatements {
 #[derive(Debug)]
 pub struct Undo {
     name: Box<str>,
+    /// What the change left under the name (`None`: removed it).
+    set: Option<Arc<StatementDef>>,
     previous: Option<Arc<StatementDef>>,
 }
 
@@ -374,6 +450,9 @@ enum Reply {
     },
     /// A message pgward sent on its own whose answer is not the client's.
     Swallow,
+    /// A client's Bind or Describe of a named statement, sent under the server name: answered
+    /// like `Pass(1)`, but a `26000` answering it means the statement vanished from the server.
+    Renamed,
     /// pgward's Close of a statement evicted from the LRU: if the server skips it (an error
     /// earlier in the pipeline), the statement is still there and goes back in the table.
     Evict(Arc<StatementDef>),
@@ -392,15 +471,81 @@ pub enum ReplyAction {
 #[derive(Debug, Default)]
 pub struct Replies {
     queue: VecDeque<Reply>,
+    /// The server failed a message while no Sync was queued behind it (a pipeline sent with
+    /// Flush): it now skips every message until the client's next Sync. The relay does the
+    /// same with what the client sends meanwhile (nothing is forwarded, nothing answered by
+    /// pgward, no name changes), as PostgreSQL would, until that Sync is pushed.
+    skipping_until_sync: bool,
+    /// Queries the server ignored while skipping after an error: no ReadyForQuery comes for
+    /// them (see [`Replies::take_skipped_queries`]).
+    skipped_queries: usize,
+    /// Syncs and Queries queued so far: numbers the client's segments.
+    segments: u64,
+    /// Client names with changes whose outcome (answered, or skipped after an error) is not
+    /// known yet: how many, and the segment of the oldest.
+    unsettled: HashMap<Box<str>, (u32, u64)>,
 }
 
 impl Replies {
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && !self.skipping_until_sync
     }
 
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.skipping_until_sync = false;
+        self.skipped_queries = 0;
+        self.unsettled.clear();
+    }
+
+    /// True if `name` has a change from an earlier segment (before the last Sync or Query
+    /// queued) whose outcome is not known yet. A client's message touching that name must wait
+    /// for it: whether PostgreSQL finds the name depends on it, and a change made now could be
+    /// undone by that earlier one's error.
+    pub fn unsettled_before(&self, name: &str) -> bool {
+        self.unsettled
+            .get(name)
+            .is_some_and(|&(_, segment)| segment < self.segments)
+    }
+
+    /// True if some name has a change whose outcome is not known yet.
+    pub fn any_unsettled(&self) -> bool {
+        !self.unsettled.is_empty()
+    }
+
+    fn unsettle(&mut self, undo: &Option<Undo>) {
+        if let Some(u) = undo {
+            let segments = self.segments;
+            let e = self
+                .unsettled
+                .entry(u.name.clone())
+                .or_insert((0, segments));
+            e.0 += 1;
+        }
+    }
+
+    /// The outcome of a change is known (it happened, or was taken back).
+    fn settle(&mut self, undo: &Option<Undo>) {
+        if let Some(u) = undo
+            && let Some(e) = self.unsettled.get_mut(&u.name)
+        {
+            e.0 -= 1;
+            if e.0 == 0 {
+                self.unsettled.remove(&u.name);
+            }
+        }
+    }
+
+    /// How many simple Queries the last server message made the server's skipping swallow
+    /// (they get no ReadyForQuery); resets the count.
+    pub fn take_skipped_queries(&mut self) -> usize {
+        std::mem::take(&mut self.skipped_queries)
+    }
+
+    /// True while the server skips the client's messages until its next Sync (see
+    /// `skipping_until_sync`): the relay must drop everything but Sync (and Terminate).
+    pub fn skipping_until_sync(&self) -> bool {
+        self.skipping_until_sync
     }
 
     /// True if a synthetic answer is due now (everything before it has been answered).
@@ -418,10 +563,14 @@ impl Replies {
     }
 
     pub fn push_query(&mut self) {
+        self.segments += 1;
         self.queue.push_back(Reply::Query);
     }
 
     pub fn push_sync(&mut self) {
+        // The server stops skipping at this Sync; its ReadyForQuery is owed as usual.
+        self.skipping_until_sync = false;
+        self.segments += 1;
         self.queue.push_back(Reply::Sync);
     }
 
@@ -432,12 +581,24 @@ impl Replies {
         swallow: bool,
         undo: Option<Undo>,
     ) {
+        self.unsettle(&undo);
         self.queue.push_back(Reply::Parse {
             def: Arc::clone(def),
             generation,
             swallow,
             undo,
         });
+    }
+
+    /// A client's Bind or Describe re-targeted at a statement's server name.
+    pub fn push_renamed(&mut self) {
+        self.queue.push_back(Reply::Renamed);
+    }
+
+    /// True if the oldest answer owed is for a renamed Bind or Describe: an error now answers
+    /// it (see [`Reply::Renamed`]).
+    pub fn renamed_due(&self) -> bool {
+        matches!(self.queue.front(), Some(Reply::Renamed))
     }
 
     pub fn push_swallow(&mut self) {
@@ -451,6 +612,7 @@ impl Replies {
     /// Queues an answer pgward gives itself; written out by [`Replies::drain_synthetic`] when
     /// everything before it has been answered.
     pub fn push_synthetic(&mut self, s: Synthetic, undo: Option<Undo>) {
+        self.unsettle(&undo);
         self.queue.push_back(Reply::Synthetic(s, undo));
     }
 
@@ -459,7 +621,9 @@ impl Replies {
         while let Some(Reply::Synthetic(s, _)) = self.queue.front() {
             out.put_u8(s.tag());
             out.put_i32(4);
-            self.queue.pop_front();
+            if let Some(Reply::Synthetic(_, undo)) = self.queue.pop_front() {
+                self.settle(&undo);
+            }
         }
     }
 
@@ -490,47 +654,71 @@ impl Replies {
                 b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => self.complete_head(server),
                 b'E' => {
                     // The failing message is done, and the server skips everything else up to
-                    // the next Sync: their answers never come, synthetic ones included.
-                    let mut undos = Vec::new();
-                    while let Some(r) = self.queue.front() {
-                        if matches!(r, Reply::Sync) {
-                            break;
-                        }
-                        if let Some(r) = self.queue.pop_front() {
-                            match r {
-                                Reply::Parse {
-                                    def,
-                                    generation,
-                                    undo,
-                                    ..
-                                } => {
-                                    server.forget(def.id, generation);
-                                    undos.extend(undo);
-                                }
-                                Reply::Synthetic(_, undo) => undos.extend(undo),
-                                Reply::Evict(def) => server.restore(def),
-                                _ => {}
-                            }
-                        }
-                    }
-                    for u in undos.into_iter().rev() {
-                        client.revert(u);
+                    // the next Sync: their answers never come, synthetic ones included. With
+                    // no Sync queued yet, it goes on skipping what the client sends next.
+                    if !self.skip_to_sync(server, client, true) {
+                        self.skipping_until_sync = true;
                     }
                     ReplyAction::Forward
                 }
                 b'Z' => {
                     // Out of step (should not happen): the server is back at a sync point, so
-                    // is the queue.
-                    while let Some(r) = self.queue.pop_front() {
-                        if matches!(r, Reply::Sync | Reply::Query) {
-                            break;
-                        }
+                    // is the queue; what it never answered was skipped and is taken back.
+                    self.skip_to_sync(server, client, false);
+                    if matches!(self.queue.front(), Some(Reply::Sync | Reply::Query)) {
+                        self.queue.pop_front();
                     }
+                    self.skipping_until_sync = false;
                     ReplyAction::Forward
                 }
                 _ => ReplyAction::Forward,
             },
         }
+    }
+
+    /// Takes the entries before the next Sync off the queue as messages the server skipped:
+    /// their Parses never happened, evicted statements are still there, the client's name
+    /// changes are taken back (newest first). After an error PostgreSQL ignores simple Queries
+    /// too until the Sync (`through_queries`): they are counted in `skipped_queries` for the
+    /// relay, which expects no ReadyForQuery for them; otherwise a Query ends the skip as a
+    /// Sync does. Returns false if no Sync (or Query) is queued.
+    fn skip_to_sync(
+        &mut self,
+        server: &mut ServerStatements,
+        client: &mut ClientStatements,
+        through_queries: bool,
+    ) -> bool {
+        let mut undos = Vec::new();
+        let mut synced = false;
+        while let Some(r) = self.queue.front() {
+            if matches!(r, Reply::Sync) || (!through_queries && matches!(r, Reply::Query)) {
+                synced = true;
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Reply::Query) => self.skipped_queries += 1,
+                Some(Reply::Parse {
+                    def,
+                    generation,
+                    undo,
+                    ..
+                }) => {
+                    server.forget(def.id, generation);
+                    self.settle(&undo);
+                    undos.extend(undo);
+                }
+                Some(Reply::Synthetic(_, undo)) => {
+                    self.settle(&undo);
+                    undos.extend(undo);
+                }
+                Some(Reply::Evict(def)) => server.restore(def),
+                _ => {}
+            }
+        }
+        for u in undos.into_iter().rev() {
+            client.revert(u);
+        }
+        synced
     }
 
     fn complete_head(&mut self, server: &mut ServerStatements) -> ReplyAction {
@@ -555,8 +743,14 @@ impl Replies {
                 } else {
                     ReplyAction::Forward
                 };
-                self.queue.pop_front();
+                if let Some(Reply::Parse { undo, .. }) = self.queue.pop_front() {
+                    self.settle(&undo);
+                }
                 action
+            }
+            Some(Reply::Renamed) => {
+                self.queue.pop_front();
+                ReplyAction::Forward
             }
             Some(Reply::Swallow) | Some(Reply::Evict(_)) => {
                 self.queue.pop_front();
@@ -687,6 +881,137 @@ mod tests {
         assert!(!server.usable(new.id, 2));
         r.on_server(b'Z', &mut server, &mut client);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn an_error_with_no_sync_queued_skips_until_the_clients_sync() {
+        let reg = StatementRegistry::default();
+        let kept = reg.intern(&tail("SELECT 1", &[]), || None);
+        let fresh = reg.intern(&tail("SELECT 2", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        client.insert("k", Arc::clone(&kept));
+        let mut r = Replies::default();
+        // Bind/Execute (the Bind fails), Close k (synthetic), a Query, Flush: no Sync yet.
+        r.push_pass();
+        r.push_pass();
+        let u = client.remove("k");
+        r.push_synthetic(Synthetic::CloseComplete, Some(u));
+        r.push_query();
+        assert_eq!(
+            r.on_server(b'E', &mut server, &mut client),
+            ReplyAction::Forward
+        );
+        assert!(r.skipping_until_sync(), "the server skips until a Sync");
+        assert!(!r.is_empty(), "a skipping server is not idle");
+        assert!(!r.synthetic_due());
+        assert_eq!(r.take_skipped_queries(), 1, "the Query is ignored too");
+        assert!(
+            Arc::ptr_eq(client.get("k").unwrap(), &kept),
+            "Close taken back"
+        );
+        r.push_sync();
+        assert!(!r.skipping_until_sync());
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+
+        // Out of step: a ReadyForQuery while entries are unanswered takes them back too.
+        let g = server.insert_pending(&fresh, 7);
+        let u = client.insert("f", Arc::clone(&fresh));
+        r.push_swallow();
+        r.push_parse(&fresh, g, false, Some(u));
+        r.push_sync();
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+        assert!(client.get("f").is_none());
+        assert!(!server.usable(fresh.id, 7));
+    }
+
+    #[test]
+    fn a_taken_back_change_never_undoes_a_later_one() {
+        let reg = StatementRegistry::default();
+        let broken = reg.intern(&tail("SELEC 1", &[]), || None);
+        let fixed = reg.intern(&tail("SELECT 1", &[]), || None);
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        let mut r = Replies::default();
+        // Segment 1: Parse s1 (will fail), Sync.
+        let g = server.insert_pending(&broken, 1);
+        let u = client.insert("s1", Arc::clone(&broken));
+        r.push_swallow();
+        r.push_parse(&broken, g, false, Some(u));
+        assert!(
+            !r.unsettled_before("s1"),
+            "same segment: LIFO undo is exact"
+        );
+        r.push_sync();
+        assert!(r.any_unsettled());
+        assert!(r.unsettled_before("s1"), "the relay makes segment 2 wait");
+        assert!(!r.unsettled_before("other"));
+        // Had segment 2 not waited: Close s1, Parse s1 as the fixed text.
+        let u = client.remove("s1");
+        r.push_synthetic(Synthetic::CloseComplete, Some(u));
+        let g2 = server.insert_pending(&fixed, 2);
+        let u = client.insert("s1", Arc::clone(&fixed));
+        r.push_swallow();
+        r.push_parse(&fixed, g2, false, Some(u));
+        r.push_sync();
+        let mut out = BytesMut::new();
+        for tag in [b'3', b'E', b'Z', b'3', b'1', b'Z'] {
+            r.on_server(tag, &mut server, &mut client);
+            r.drain_synthetic(&mut out);
+        }
+        assert!(r.is_empty());
+        assert!(!r.any_unsettled(), "every outcome is known");
+        assert!(
+            Arc::ptr_eq(client.get("s1").unwrap(), &fixed),
+            "the failed Parse's undo left the later Parse alone"
+        );
+    }
+
+    #[test]
+    fn a_renamed_bind_is_answered_like_any_client_message() {
+        let mut server = ServerStatements::default();
+        let mut client = ClientStatements::default();
+        let mut r = Replies::default();
+        r.push_renamed();
+        r.push_renamed();
+        r.push_sync();
+        assert!(r.renamed_due());
+        assert_eq!(
+            r.on_server(b'2', &mut server, &mut client),
+            ReplyAction::Forward
+        );
+        assert!(r.renamed_due(), "one answer each, never merged");
+        r.on_server(b'E', &mut server, &mut client);
+        assert!(!r.renamed_due());
+        r.on_server(b'Z', &mut server, &mut client);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_clients_statements_are_counted_in_bytes() {
+        let reg = StatementRegistry::default();
+        let a = reg.intern(&tail("SELECT 1", &[]), || None);
+        let b = reg.intern(&tail("SELECT 22", &[23]), || None);
+        let (ca, cb) = (a.parse_tail.len(), b.parse_tail.len());
+        let mut c = ClientStatements::default();
+        let u1 = c.insert("x", Arc::clone(&a));
+        assert_eq!(c.bytes(), 1 + ca);
+        let u2 = c.insert("yy", Arc::clone(&a));
+        assert_eq!(c.bytes(), 1 + ca + 2 + ca, "each name counts");
+        let u3 = c.remove("x");
+        assert_eq!(c.bytes(), 2 + ca);
+        let u4 = c.insert("x", Arc::clone(&b));
+        assert_eq!(c.bytes(), 2 + ca + 1 + cb);
+        for u in [u4, u3, u2, u1] {
+            c.revert(u);
+        }
+        assert_eq!(c.bytes(), 0);
+        assert!(c.is_empty());
+        c.insert("x", Arc::clone(&b));
+        c.clear();
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]

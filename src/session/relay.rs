@@ -47,6 +47,9 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 const SHED_BUFFERS_AFTER: Duration = Duration::from_secs(1);
 /// Server messages we decode are small; anything we only forward is bounded by the protocol.
 const MAX_INSPECTED_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
+/// Transaction mode: portals one client may have open at once (PostgreSQL has no limit; a
+/// pooler must bound what it keeps per client). Portals end with their transaction.
+pub const MAX_CLIENT_PORTALS: usize = 10_000;
 
 fn inspect_client(tag: u8) -> bool {
     // Everything but COPY data: those stream through.
@@ -167,7 +170,9 @@ pub struct Relay<S> {
     segment_effects: Vec<(SessionEffect, String)>,
     /// The unnamed statement parsed on the current server, and its effect.
     unnamed_statement: Option<Option<(SessionEffect, String)>>,
-    portals: Vec<(String, Option<(SessionEffect, String)>)>,
+    /// The portals bound during this turn on the server: what executing each does to session
+    /// state, and the segment it was bound in. At most [`MAX_CLIENT_PORTALS`].
+    portals: std::collections::HashMap<String, (Option<(SessionEffect, String)>, u64)>,
     /// The session ends here (its client certificate expires).
     deadline: Option<tokio::time::Instant>,
     /// Set when handling server bytes failed part-way: the connection is closed, not reused.
@@ -185,6 +190,8 @@ pub struct Relay<S> {
     segment: u64,
     /// Named statements kept per server connection; 0 refuses them.
     max_prepared: usize,
+    /// Bytes of named statements (text, parameter types, names) this client may hold.
+    max_statement_bytes: usize,
     /// Bytes for the server, assembled when client frames had to be rewritten.
     sout: BytesMut,
     /// Bytes for the client, assembled when server messages were swallowed or answers made up.
@@ -244,6 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     ) -> Self {
         let mode = pool.settings().mode;
         let max_prepared = pool.database.max_prepared_statements;
+        let max_statement_bytes = pool.database.max_client_statement_bytes;
         let max_message = app.config().server.max_message_bytes;
         Relay {
             app,
@@ -275,7 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             block_effects: Vec::new(),
             segment_effects: Vec::new(),
             unnamed_statement: None,
-            portals: Vec::new(),
+            portals: std::collections::HashMap::new(),
             deadline: None,
             server_state_unknown: false,
             discard_until_ready: 0,
@@ -283,6 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             replies: Replies::default(),
             segment: 0,
             max_prepared,
+            max_statement_bytes,
             sout: BytesMut::new(),
             cout: BytesMut::new(),
             policy: None,
@@ -712,7 +721,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         len: usize,
         fwd: &mut usize,
     ) -> Result<(Step, bool), SessionEnd> {
-        if self.skip_until_sync && tag != b'S' && tag != b'X' {
+        if (self.skip_until_sync || self.replies.skipping_until_sync())
+            && tag != b'S'
+            && tag != b'X'
+        {
+            // Skipped until Sync, as PostgreSQL does after an error: after pgward's refusal
+            // (`skip_until_sync`), or after the server's error with no Sync queued behind it
+            // (the server skips them; forwarding them would make pgward answer or change
+            // statements the server never sees).
             return Ok((Step::Next, false));
         }
         if matches!(tag, b'c' | b'f') && !(self.copy_in && self.server.is_some()) {
@@ -762,6 +778,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
         }
 
+        if self.tracking()
+            && self.pending_syncs > 0
+            && self.replies.any_unsettled()
+            && named_statement_target(tag, &self.cbuf[body_range.clone()])
+                .is_some_and(|name| self.replies.unsettled_before(name))
+        {
+            // The name was changed in an earlier segment whose answers are not all in: whether
+            // that change happened decides what PostgreSQL does with this message, and a change
+            // made now must not be undone by that one's error. Wait for them (no cost unless a
+            // client pipelines a name's use behind its own unanswered Parse or Close).
+            return Ok((Step::Pause, false));
+        }
+
         // The statement policy first: a denied statement never reaches a server.
         if self.policy.is_some() {
             let (refusal, event) = self.policy_check(tag, &body_range)?;
@@ -787,6 +816,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
         }
 
+        if tag == b'B' {
+            self.forget_dead_portals();
+        }
+
         // Decide before taking a server: a refusal needs none.
         let decision = if self.tracking() {
             self.decide_transaction_mode(tag, &body_range)?
@@ -801,6 +834,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 return self.refuse(tag, err).await;
             }
             Decision::Local(local) => return self.answer_locally(tag, local).await,
+            Decision::Wait => return Ok((Step::Pause, false)),
             Decision::Forward(track) => track.unwrap_or(Tracked::Nothing),
         };
 
@@ -861,9 +895,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     .map(|i| portal_end + i + 1)
                     .unwrap_or(body.len());
                 def.put_renamed(&mut self.sout, b'B', &body[..portal_end], &body[stmt_end..]);
-                self.replies.push_pass();
-                self.portals.retain(|(n, _)| n != &portal);
-                self.portals.push((portal, def.effect.clone()));
+                self.replies.push_renamed();
+                self.portals
+                    .insert(portal, (def.effect.clone(), self.segment));
             }
             Tracked::NamedDescribe(def) => {
                 self.stage_preceding(fwd, pos);
@@ -871,7 +905,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.extended_open = true;
                 self.ensure_prepared(&def);
                 def.put_renamed(&mut self.sout, b'D', b"S", b"");
-                self.replies.push_pass();
+                self.replies.push_renamed();
             }
             track => self.note_forwarded(tag, track),
         }
@@ -945,6 +979,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
     }
 
+    /// Before a Bind: with nothing in flight and no transaction block open, every portal bound
+    /// before is gone (PostgreSQL drops portals when their transaction ends), and so is what
+    /// pgward noted about them. In session mode nothing else bounds `portal_described`: past
+    /// [`MAX_CLIENT_PORTALS`] the oldest half goes (only what `statement.executed` would say
+    /// about those portals is lost). In transaction mode, see the limit in
+    /// `decide_transaction_mode`.
+    fn forget_dead_portals(&mut self) {
+        if self.pending_syncs == 0 && !self.extended_open && self.tx_status == TxStatus::Idle {
+            self.portals.clear();
+            self.portal_described.clear();
+        } else if !self.tracking() && self.portal_described.len() >= MAX_CLIENT_PORTALS {
+            let excess = self.portal_described.len() - MAX_CLIENT_PORTALS / 2;
+            self.portal_described.drain(..excess);
+        }
+    }
+
     /// Moves the client bytes before the frame at `pos` into `sout`, in front of what pgward
     /// writes there next.
     fn stage_preceding(&mut self, fwd: &mut usize, pos: usize) {
@@ -964,16 +1014,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        if server.prepared.usable(def.id, self.segment) {
+        // Answered here only when PostgreSQL's answer is sure to be ParseComplete: the client is
+        // not in a failed transaction block (there PostgreSQL refuses a Parse with 25P02, except
+        // for COMMIT, ROLLBACK and the like), and no earlier segment is unanswered (it could
+        // leave the block failed). Otherwise the server answers: Close and Parse again.
+        let status_known = self.pending_syncs == 0 && self.tx_status != TxStatus::Failed;
+        if status_known && server.prepared.usable(def.id, self.segment) {
             let undo = self.statements.insert(&name, def);
             self.replies
                 .push_synthetic(Synthetic::ParseComplete, Some(undo));
             return self.write_due_synthetic().await;
         }
         // Close first: a no-op unless pgward's table and the server disagree (see `prepared`).
-        def.put_close(&mut self.sout);
+        def.put_close_and_parse(&mut self.sout);
         self.replies.push_swallow();
-        def.put_parse(&mut self.sout);
         let generation = server.prepared.insert_pending(&def, self.segment);
         let undo = self.statements.insert(&name, Arc::clone(&def));
         self.replies.push_parse(&def, generation, false, Some(undo));
@@ -990,9 +1044,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         if server.prepared.usable(def.id, self.segment) {
             return;
         }
-        def.put_close(&mut self.sout);
+        def.put_close_and_parse(&mut self.sout);
         self.replies.push_swallow();
-        def.put_parse(&mut self.sout);
         let generation = server.prepared.insert_pending(def, self.segment);
         self.replies.push_parse(def, generation, true, None);
         self.evict_prepared();
@@ -1359,6 +1412,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             b'B' => {
                 let (portal, stmt) = msg::decode_bind_names(body).map_err(decode_violation)?;
+                if !self.portals.contains_key(portal) && self.portals.len() >= MAX_CLIENT_PORTALS {
+                    // Full: forget the portals that ended with their transaction. Which did is
+                    // known only once every earlier segment is answered.
+                    if self.pending_syncs > 0 {
+                        return Ok(Decision::Wait);
+                    }
+                    if self.tx_status == TxStatus::Idle {
+                        // No block open: only this segment's portals are still there.
+                        let segment = self.segment;
+                        self.portals.retain(|_, (_, s)| *s == segment);
+                        let portals = &self.portals;
+                        self.portal_described
+                            .retain(|(p, _)| portals.contains_key(p.as_str()));
+                    }
+                    if self.portals.len() >= MAX_CLIENT_PORTALS {
+                        return Ok(Decision::Refuse(ClientError::TooManyPortals {
+                            limit: MAX_CLIENT_PORTALS,
+                        }));
+                    }
+                }
                 if !stmt.is_empty() {
                     return Ok(match self.named_statement(stmt) {
                         Ok(def) => Decision::Forward(Some(Tracked::NamedBind {
@@ -1380,6 +1453,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             b'D' | b'C' => {
                 let what = if tag == b'D' { "Describe" } else { "Close" };
                 let (kind, name) = msg::decode_target(body, what).map_err(decode_violation)?;
+                if tag == b'C' && kind == b'P' {
+                    // The portal ends (or never was: then PostgreSQL does not mind either).
+                    self.portals.remove(name);
+                    self.portal_described.retain(|(p, _)| p != name);
+                }
                 if kind == b'S' && !name.is_empty() {
                     if tag == b'C' {
                         return Ok(Decision::Local(Local::CloseStatement(name.to_owned())));
@@ -1399,11 +1477,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             }
             b'E' => {
                 let portal = msg::decode_execute(body).map_err(decode_violation)?;
-                let effect = self
-                    .portals
-                    .iter()
-                    .find(|(n, _)| n == portal)
-                    .and_then(|(_, e)| e.clone());
+                let effect = self.portals.get(portal).and_then(|(e, _)| e.clone());
                 Decision::Forward(Some(Tracked::Execute(effect)))
             }
             _ => Decision::Forward(None),
@@ -1441,6 +1515,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         // The Parse body after the name: text, parameter types — the statement's identity.
         let tail = &body[name.len() + 1..];
+        // Checked before the statement is interned: what a client holds is bounded in bytes
+        // too, not only in count (a statement may be as large as a message).
+        if self.statements.bytes() + ClientStatements::cost(name, tail.len())
+            > self.max_statement_bytes
+        {
+            return Ok(Decision::Refuse(ClientError::PreparedStatementsTooLarge {
+                limit: self.max_statement_bytes,
+            }));
+        }
         let def = self.app.statements.intern(tail, || {
             let stmts = classify_bytes(query);
             let refused = stmts
@@ -1548,8 +1631,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 match track {
                     Tracked::Parse(effect) => self.unnamed_statement = Some(effect),
                     Tracked::Bind(portal, effect) => {
-                        self.portals.retain(|(n, _)| n != &portal);
-                        self.portals.push((portal, effect));
+                        self.portals.insert(portal, (effect, self.segment));
                     }
                     Tracked::Execute(effect) => {
                         if let Some((SessionEffect::Deallocate(None), _)) = &effect {
@@ -1766,12 +1848,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                         }));
                     }
                     if tracking {
+                        // A renamed Bind or Describe answered with 26000: the statement is gone
+                        // from the server though pgward's table has it (a function ran
+                        // DEALLOCATE). The table cannot be trusted: forget it, so everything is
+                        // prepared again on next use (Close first), and reset the connection
+                        // before anyone else gets it.
+                        let vanished = f.tag == b'E'
+                            && self.replies.renamed_due()
+                            && msg::decode_error(body).is_ok_and(|e| e.code == "26000");
                         let action = self.replies.on_server(
                             f.tag,
                             &mut server.prepared,
                             &mut self.statements,
                         );
                         swallow |= action == ReplyAction::Swallow;
+                        if vanished {
+                            tracing::warn!(
+                                "a prepared statement vanished from the server connection behind pgward's back (DEALLOCATE in a function?); its statements will be prepared again and it will be reset after use"
+                            );
+                            server.prepared.clear();
+                            server.dirty = true;
+                        }
+                        for _ in 0..self.replies.take_skipped_queries() {
+                            // A Query behind a pipeline that failed before its Sync: the
+                            // server ignored it, no ReadyForQuery comes for it.
+                            self.pending_syncs = self.pending_syncs.saturating_sub(1);
+                            if let Some(i) = self
+                                .pending_kinds
+                                .iter()
+                                .position(|k| *k == SyncKind::Query)
+                            {
+                                self.pending_kinds.remove(i);
+                            }
+                            while let Some(e) = self.expects.pop_front() {
+                                if matches!(e, Expect::SyncPoint) {
+                                    break;
+                                }
+                            }
+                        }
                         match f.tag {
                             b'G' => self.replies.on_copy_in(),
                             // The server dropped every prepared statement (a client's DISCARD
@@ -1864,6 +1978,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         self.set_state(ClientState::Waiting);
         if let Some(pool) = self.next_pool.take() {
             self.max_prepared = pool.database.max_prepared_statements;
+            self.max_statement_bytes = pool.database.max_client_statement_bytes;
             self.pool = pool;
         }
         let mut checked_out = self.pool.checkout().await;
@@ -1875,6 +1990,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.adopt_reload().map_err(Acquire::Fatal)?;
             if let Some(pool) = self.next_pool.take() {
                 self.max_prepared = pool.database.max_prepared_statements;
+                self.max_statement_bytes = pool.database.max_client_statement_bytes;
                 self.pool = pool;
             }
             checked_out = self.pool.checkout().await;
@@ -2152,6 +2268,8 @@ fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) 
 enum Decision {
     Forward(Option<Tracked>),
     Refuse(ClientError),
+    /// Decided only once every earlier segment is answered: the frame waits.
+    Wait,
     /// pgward answers it itself; nothing goes to the server.
     Local(Local),
 }
@@ -2211,6 +2329,20 @@ fn deallocate_one_extended() -> ClientError {
     ClientError::NotInTransactionMode {
         what: "DEALLOCATE of one statement as a prepared statement (use Close, or DEALLOCATE as a simple query)",
     }
+}
+
+/// The client's statement name a Parse, Bind, Describe or Close names, if it names one.
+fn named_statement_target(tag: u8, body: &[u8]) -> Option<&str> {
+    let name = match tag {
+        b'P' => std::str::from_utf8(msg::decode_parse_raw(body).ok()?.0).ok()?,
+        b'B' => msg::decode_bind_names(body).ok()?.1,
+        b'D' | b'C' => match msg::decode_target(body, "Describe").ok()? {
+            (b'S', name) => name,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 fn unnamed_missing() -> ClientError {

@@ -57,7 +57,13 @@ pub fn parse_named(name: &str, query: &str, types: &[u32]) -> Vec<u8> {
 
 /// Bind of the unnamed portal to the named statement `name`, text parameters.
 pub fn bind_named(name: &str, params: &[&[u8]]) -> Vec<u8> {
-    let mut b = vec![0u8];
+    bind_portal("", name, params)
+}
+
+/// Bind of portal `portal` to statement `name`, text parameters.
+pub fn bind_portal(portal: &str, name: &str, params: &[&[u8]]) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
     b.extend_from_slice(name.as_bytes());
     b.push(0);
     b.extend_from_slice(&0i16.to_be_bytes());
@@ -76,6 +82,22 @@ pub fn statement_target(tag: u8, name: &str) -> Vec<u8> {
     b.extend_from_slice(name.as_bytes());
     b.push(0);
     msg(tag, &b)
+}
+
+/// Execute of portal `portal`, all rows.
+pub fn execute_portal(portal: &str) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(&0i32.to_be_bytes());
+    msg(b'E', &b)
+}
+
+/// Close of portal `portal`.
+pub fn close_portal(portal: &str) -> Vec<u8> {
+    let mut b = vec![b'P'];
+    b.extend_from_slice(portal.as_bytes());
+    b.push(0);
+    msg(b'C', &b)
 }
 
 /// Bind of `name` (no parameters), Execute and Sync: one run of a prepared statement.
