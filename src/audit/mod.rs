@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 
 pub use chain::{Break, VerifyError, VerifyReport, verify_file};
@@ -202,9 +203,19 @@ impl Auditor {
         let Some(inner) = &self.inner else {
             return;
         };
+        let event = match inner.tx.try_send(event) {
+            Ok(()) => return,
+            Err(TrySendError::Closed(_)) => {
+                inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(TrySendError::Full(event)) => event,
+        };
+        // The writer may be lingering for a fuller batch: it has one.
+        inner.shared.full.notify_one();
         let queued = match inner.on_full {
             OnFull::Block => inner.tx.send(event).await.is_ok(),
-            OnFull::Drop => inner.tx.try_send(event).is_ok(),
+            OnFull::Drop => false,
         };
         if !queued {
             inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -214,9 +225,13 @@ impl Auditor {
     /// Queues `event` without waiting, whatever `on_full` says: for code that cannot await
     /// (a `Drop` impl). A full queue drops the event (counted), even in `block` mode.
     pub fn emit_now(&self, event: Event) {
-        if let Some(inner) = &self.inner
-            && inner.tx.try_send(event).is_err()
-        {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if let Err(e) = inner.tx.try_send(event) {
+            if matches!(e, TrySendError::Full(_)) {
+                inner.shared.full.notify_one();
+            }
             inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
