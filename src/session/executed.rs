@@ -127,41 +127,62 @@ fn shape(sql: &[u8], out: &mut Vec<u8>) -> bool {
     if sql.len() > SHAPE_MAX_BYTES {
         return false;
     }
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.';
+    // Copied in runs, not byte by byte: `sql[..copied]` is in `out` already.
+    let mut copied = 0;
     let mut i = 0;
     while i < sql.len() {
-        let b = sql[i];
-        match b {
-            b'0'..=b'9' => {
+        match SHAPE_CLASS[usize::from(sql[i])] & !WORD {
+            PLAIN => i += 1,
+            DIGIT => {
                 let start = i;
                 while i < sql.len() && sql[i].is_ascii_digit() {
                     i += 1;
                 }
-                let before = start.checked_sub(1).map(|j| sql[j]);
-                let after = sql.get(i).copied();
-                if before.is_some_and(word) || after.is_some_and(word) {
-                    out.extend_from_slice(&sql[start..i]);
-                } else {
+                let word = |b: &u8| SHAPE_CLASS[usize::from(*b)] & WORD != 0;
+                let in_word = start.checked_sub(1).is_some_and(|j| word(&sql[j]))
+                    || sql.get(i).is_some_and(word);
+                if !in_word {
+                    out.extend_from_slice(&sql[copied..start]);
                     out.push(0);
-                }
-                continue;
-            }
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b' ' | b'\t' | b'\n' | b'\r' => {}
-            b'(' | b')' | b',' | b';' | b'=' | b'<' | b'>' | b'+' | b'*' | b'%' | b'.' | b':'
-            | b'[' | b']' => {}
-            b'-' | b'/' => {
-                // `--` and `/*` start comments; `*/` can only end one.
-                if matches!(sql.get(i + 1), Some(b'-' | b'*')) {
-                    return false;
+                    copied = i;
                 }
             }
+            // `--` and `/*` start comments (`-*` and `/-` go with them, harmlessly).
+            COMMENT_START if matches!(sql.get(i + 1), Some(b'-' | b'*')) => return false,
+            COMMENT_START => i += 1,
             _ => return false,
         }
-        out.push(b);
-        i += 1;
     }
+    out.extend_from_slice(&sql[copied..]);
     true
 }
+
+/// Byte classes for [`shape`]: the kind of byte, and whether it can be part of a word or a
+/// number (`WORD`), which stops a digit run next to it from being replaced.
+const REFUSED: u8 = 0;
+const PLAIN: u8 = 1;
+const DIGIT: u8 = 2;
+const COMMENT_START: u8 = 3;
+const WORD: u8 = 0x80;
+
+const SHAPE_CLASS: [u8; 256] = {
+    let mut t = [REFUSED; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'0'..=b'9' => DIGIT | WORD,
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'.' => PLAIN | WORD,
+            b' ' | b'\t' | b'\n' | b'\r' => PLAIN,
+            b'(' | b')' | b',' | b';' | b'=' | b'<' | b'>' | b'+' | b'*' | b'%' | b':' | b'['
+            | b']' => PLAIN,
+            b'-' | b'/' => COMMENT_START,
+            _ => REFUSED,
+        };
+        b += 1;
+    }
+    t
+};
 
 fn describe(sql: &[u8]) -> Described {
     let text = std::str::from_utf8(sql).ok();
