@@ -12,12 +12,14 @@
 //! or application name from carrying terminal or bidirectional-text control characters into
 //! whatever displays the log.
 
-use std::io;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::event::{Event, EventFields, NormalizedSql};
+use crate::policy::normalize::Fingerprint;
 
 /// What the writer adds to an event as it writes it.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +66,7 @@ impl Serialize for Record<'_> {
         m.serialize_entry("seq", &self.stamp.seq)?;
         m.serialize_entry("sid", &e.sid)?;
         if let Some(client) = &e.client {
-            m.serialize_entry("client", &Shown(client))?;
+            m.serialize_entry("client", Addr::new(client).as_str())?;
         }
         if let Some(id) = &e.identity {
             m.serialize_entry("user", &id.user)?;
@@ -142,7 +144,7 @@ impl Record<'_> {
                 m.serialize_entry("reason", s.reason.as_str())?;
             }
             EventFields::StatementExecuted(s) => {
-                m.serialize_entry("fingerprint", &Shown(&s.fingerprint))?;
+                m.serialize_entry("fingerprint", FingerprintHex::new(s.fingerprint).as_str())?;
                 self.text(m, s.text.as_ref())?;
                 m.serialize_entry("kind", s.kind.as_str())?;
                 m.serialize_entry("protocol", s.protocol.as_str())?;
@@ -164,7 +166,7 @@ impl Record<'_> {
                 if let Some(detail) = s.reason.detail() {
                     m.serialize_entry("detail", detail)?;
                 }
-                m.serialize_entry("fingerprint", &Shown(&s.fingerprint))?;
+                m.serialize_entry("fingerprint", FingerprintHex::new(s.fingerprint).as_str())?;
                 self.text(m, s.text.as_ref())?;
                 m.serialize_entry("protocol", s.protocol.as_str())?;
             }
@@ -174,7 +176,7 @@ impl Record<'_> {
                 text,
             } => {
                 m.serialize_entry("policy", &**policy)?;
-                m.serialize_entry("fingerprint", &Shown(fingerprint))?;
+                m.serialize_entry("fingerprint", FingerprintHex::new(*fingerprint).as_str())?;
                 self.text(m, text.as_ref())?;
             }
             EventFields::PoolCheckoutTimeout {
@@ -245,6 +247,10 @@ impl serde_json::ser::Formatter for AsciiFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        // Nearly always: names and normalized statements are ASCII (checked a word at a time).
+        if fragment.is_ascii() {
+            return writer.write_all(bytes);
+        }
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             if ch.is_ascii() {
@@ -338,11 +344,53 @@ impl Hex {
 }
 
 /// Serializes a `Display` value as a JSON string without an intermediate `String`.
-struct Shown<'a, T: std::fmt::Display>(&'a T);
+/// A fingerprint as its 16 lower-case hex digits (as its `Display`), without the formatter.
+struct FingerprintHex([u8; 16]);
 
-impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self.0)
+impl FingerprintHex {
+    fn new(f: Fingerprint) -> FingerprintHex {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = DIGITS[((f.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        FingerprintHex(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(&self.0).unwrap_or("0000000000000000")
+    }
+}
+
+/// A socket address as `Display` writes it, formatted on the stack (the longest,
+/// `[v6%scope]:port`, is 58 bytes): one string for the encoder rather than one per piece.
+enum Addr {
+    Inline {
+        buf: [u8; 64],
+        len: usize,
+    },
+    /// Never expected: `Display` wrote more than fits.
+    Heap(String),
+}
+
+impl Addr {
+    fn new(a: &SocketAddr) -> Addr {
+        let mut buf = [0u8; 64];
+        let mut rest = &mut buf[..];
+        if write!(rest, "{a}").is_err() {
+            return Addr::Heap(a.to_string());
+        }
+        let len = 64 - rest.len();
+        Addr::Inline { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // `Display` of an address writes ASCII only.
+            Addr::Inline { buf, len } => std::str::from_utf8(&buf[..*len]).unwrap_or(""),
+            Addr::Heap(s) => s,
+        }
     }
 }
 
@@ -504,6 +552,27 @@ mod tests {
         assert_eq!(v["fingerprint"], "0123456789abcdef");
         assert_eq!(v["mode"], "enforce");
         assert_eq!(v["reason"], "not_allowlisted");
+    }
+
+    #[test]
+    fn fingerprints_and_addresses_read_as_their_display() {
+        for f in [0, 1, 0x0123_4567_89ab_cdef, u64::MAX, 0xf000_0000_0000_000f] {
+            assert_eq!(
+                FingerprintHex::new(Fingerprint(f)).as_str(),
+                Fingerprint(f).to_string()
+            );
+        }
+        for a in [
+            "10.0.0.7:51000",
+            "255.255.255.255:65535",
+            "[::1]:5432",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+            "[::ffff:255.255.255.255]:1",
+        ] {
+            let addr: SocketAddr = a.parse().expect("address");
+            assert_eq!(Addr::new(&addr).as_str(), addr.to_string(), "{a}");
+            assert!(matches!(Addr::new(&addr), Addr::Inline { .. }), "{a}");
+        }
     }
 
     #[test]

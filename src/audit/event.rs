@@ -315,7 +315,7 @@ pub struct StatementDenied {
 /// It must come from [`crate::policy::normalize`] with [`LiteralMode::Replace`] — whatever
 /// literal mode the statement's policy uses for matching, because a `Keep`-mode text still
 /// holds the values (`ALTER ROLE app PASSWORD '...'`). [`NormalizedSql::from_sql`] does that;
-/// the policy module, which has the replaced text already, uses
+/// code that has the replaced text already (the statement audit's descriptions) uses
 /// `NormalizedSql::from_replaced` (crate-private). Nothing else can make one, so raw SQL cannot reach an
 /// event. Shared (`Arc`) so an event for a cached statement costs no copy of its text.
 #[derive(Clone, PartialEq, Eq)]
@@ -328,8 +328,8 @@ impl NormalizedSql {
     }
 
     /// Wraps text that is already the output of `normalize(_, LiteralMode::Replace)` (or
-    /// `normalize_stored` with it). Only for the policy module, which caches that text.
-    #[allow(dead_code)] // the policy module will call it when it builds audit events
+    /// `normalize_stored` with it). Only for code that has that text already (the statement
+    /// audit's descriptions), so it is not normalized twice.
     pub(crate) fn from_replaced(text: impl Into<Arc<str>>) -> NormalizedSql {
         NormalizedSql(text.into())
     }

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 
 pub use chain::{Break, VerifyError, VerifyReport, verify_file};
@@ -209,14 +210,21 @@ impl Auditor {
             .as_ref()
             .and_then(|inner| match inner.tx.try_send(event) {
                 Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(event)) if inner.on_full == OnFull::Block => {
-                    Some(Box::pin(async move {
-                        if inner.tx.send(event).await.is_err() {
-                            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }))
+                Err(TrySendError::Full(event)) => {
+                    // The writer may be lingering for a fuller batch: it has one.
+                    inner.shared.full.notify_one();
+                    if inner.on_full == OnFull::Block {
+                        Some(Box::pin(async move {
+                            if inner.tx.send(event).await.is_err() {
+                                inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }))
+                    } else {
+                        inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
                 }
-                Err(_) => {
+                Err(TrySendError::Closed(_)) => {
                     inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
                     None
                 }
@@ -231,9 +239,13 @@ impl Auditor {
     /// Queues `event` without waiting, whatever `on_full` says: for code that cannot await
     /// (a `Drop` impl). A full queue drops the event (counted), even in `block` mode.
     pub fn emit_now(&self, event: Event) {
-        if let Some(inner) = &self.inner
-            && inner.tx.try_send(event).is_err()
-        {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if let Err(e) = inner.tx.try_send(event) {
+            if matches!(e, TrySendError::Full(_)) {
+                inner.shared.full.notify_one();
+            }
             inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

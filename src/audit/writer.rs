@@ -47,6 +47,9 @@ pub(super) struct Shared {
     /// Set by [`super::Auditor::reopen`]; the writer reopens before its next write.
     pub reopen: AtomicBool,
     pub wake: Notify,
+    /// A sender found the queue full: ends the writer's linger (only that, so a failing
+    /// sink's backoff is not cut short by a full queue).
+    pub full: Notify,
     /// Cancelled by shutdown: the writer closes the queue, drains it and ends.
     pub stop: CancellationToken,
 }
@@ -140,13 +143,21 @@ impl<S: Sink> Writer<S> {
                         break;
                     }
                     // Linger briefly for more: one write (and one blocking-pool hop) per
-                    // batch instead of per event, which under load is most of the cost.
-                    let until = tokio::time::Instant::now() + LINGER;
-                    while !closing && events.len() < MAX_BATCH {
-                        let room = MAX_BATCH - events.len();
-                        match tokio::time::timeout_at(until, rx.recv_many(&mut events, room)).await {
-                            Ok(n) if n > 0 => {}
-                            _ => break,
+                    // batch instead of per event, which under load is most of the cost. The
+                    // writer sleeps through the linger rather than waiting on the queue, so
+                    // senders do not wake it event by event, and takes what came meanwhile
+                    // after; a sender that finds the queue full cuts the sleep short (see
+                    // `Auditor::emit`). No linger when the batch is full: more is queued.
+                    if !closing && events.len() < MAX_BATCH {
+                        tokio::select! {
+                            () = tokio::time::sleep(LINGER) => {}
+                            () = self.shared.full.notified() => {}
+                        }
+                        while events.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(event) => events.push(event),
+                                Err(_) => break,
+                            }
                         }
                     }
                 }
