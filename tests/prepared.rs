@@ -77,6 +77,20 @@ async fn tokio_postgres_statements_are_reused_across_transactions_and_connection
     );
 }
 
+/// pgward with one more transaction-mode database `name` (appdb, pool of one) carrying the
+/// extra `setting` line.
+fn env_with_database(name: &str, setting: &str) -> TestEnv {
+    TestEnv::with(Options {
+        pool_size: 1,
+        extra: format!(
+            "\n[[databases]]\nname = \"{name}\"\ndbname = \"appdb\"\nport = PORT\n\
+             backend_user = \"app_rw\"\nbackend_password_file = \"app_rw.password\"\n\
+             pool_mode = \"transaction\"\npool_size = 1\n{setting}\n"
+        ),
+        ..Options::default()
+    })
+}
+
 #[test]
 fn two_clients_may_use_one_name_for_different_sql() {
     let env = env_with(1);
@@ -224,22 +238,7 @@ fn deallocate_and_discard_all_act_on_the_clients_own_statements() {
 #[test]
 fn statements_per_server_connection_are_bounded_by_an_lru() {
     // A database with a limit of 3 statements per server connection.
-    let env = TestEnv::with(Options {
-        pool_size: 1,
-        extra: r#"
-[[databases]]
-name = "lru"
-dbname = "appdb"
-port = PORT
-backend_user = "app_rw"
-backend_password_file = "app_rw.password"
-pool_mode = "transaction"
-pool_size = 1
-max_prepared_statements = 3
-"#
-        .into(),
-        ..Options::default()
-    });
+    let env = env_with_database("lru", "max_prepared_statements = 3");
     let mut s = RawSession::login(env.port(), "lru");
     for i in 0..8 {
         let mut batch = parse_named(&format!("s{i}"), &format!("SELECT {i}"), &[]);
@@ -585,22 +584,7 @@ fn send_in_background(s: &RawSession, bytes: Vec<u8>) -> std::thread::JoinHandle
 
 #[test]
 fn one_clients_statements_are_bounded_in_bytes() {
-    let env = TestEnv::with(Options {
-        pool_size: 1,
-        extra: r#"
-[[databases]]
-name = "small"
-dbname = "appdb"
-port = PORT
-backend_user = "app_rw"
-backend_password_file = "app_rw.password"
-pool_mode = "transaction"
-pool_size = 1
-max_client_statement_bytes = 4096
-"#
-        .into(),
-        ..Options::default()
-    });
+    let env = env_with_database("small", "max_client_statement_bytes = 4096");
     let mut s = RawSession::login(env.port(), "small");
     // Each statement is 1000 bytes of text: with its name and parameter count, four fit.
     let sql = |i: usize| format!("SELECT '{}{i}'", "x".repeat(990));
