@@ -15,13 +15,14 @@ const STATEMENTS: &[&str] = &[
     "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
     "SELECT u.id, u.name, o.total FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id = $1 AND o.created_at > $2 ORDER BY o.created_at DESC LIMIT 20",
     "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
 ];
 
-fn policy(dir: &std::path::Path) -> Policy {
+fn policy(dir: &std::path::Path, literals: LiteralMode) -> Policy {
     let entries: Vec<AllowlistEntry> = STATEMENTS
         .iter()
         .map(|s| {
-            let n = normalize(s, LiteralMode::Keep).expect("normalizes");
+            let n = normalize(s, literals).expect("normalizes");
             AllowlistEntry {
                 fingerprint: n.fingerprint,
                 text: n.text,
@@ -30,15 +31,15 @@ fn policy(dir: &std::path::Path) -> Policy {
             }
         })
         .collect();
-    let path = dir.join("allow.toml");
+    let path = dir.join(format!("allow-{literals:?}.toml"));
     std::fs::write(&path, render(&entries, "bench")).expect("write allowlist");
     Policy::new(PolicySettings {
         name: "bench".into(),
         mode: Mode::Enforce,
-        prepared_only: true,
+        prepared_only: literals == LiteralMode::Keep,
         read_only: false,
         allowlist: Some(path),
-        literals: LiteralMode::Keep,
+        literals,
         session_statements: vec!["BEGIN".into(), "COMMIT".into()],
         read_only_functions: Vec::new(),
         learn_file: None,
@@ -50,13 +51,36 @@ fn policy(dir: &std::path::Path) -> Policy {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = policy(dir.path());
+    let p = policy(dir.path(), LiteralMode::Keep);
     let sql = STATEMENTS[0].as_bytes();
     assert!(p.judge(sql, Via::Parse).denial.is_none());
 
     c.bench_function(
         "policy/check cached statement (unnamed Parse, simple Query)",
         |b| b.iter(|| black_box(p.judge(black_box(sql), Via::Parse))),
+    );
+
+    // pgbench -S over the simple protocol: the value is inline and new each time. With
+    // literals replaced, the statement is found by its shape (integer literals masked).
+    let replacing = policy(dir.path(), LiteralMode::Replace);
+    let inline: Vec<String> = (1..=4096)
+        .map(|aid| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};"))
+        .collect();
+    assert!(
+        replacing
+            .judge(inline[7].as_bytes(), Via::SimpleQuery)
+            .denial
+            .is_none()
+    );
+    let mut next = inline.iter().cycle();
+    c.bench_function(
+        "policy/check an inline-literal statement, new value each time (by shape)",
+        |b| {
+            b.iter(|| {
+                let sql = next.next().map_or(&[][..], |s| s.as_bytes());
+                black_box(replacing.judge(black_box(sql), Via::SimpleQuery))
+            })
+        },
     );
 
     // A named statement is judged once, at Parse; each execution only finds the client's name.

@@ -17,6 +17,7 @@
 pub mod allowlist;
 pub mod normalize;
 pub mod readonly;
+pub mod shape;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -38,6 +39,11 @@ use readonly::{FunctionAllowlist, ReadOnlyViolation};
 /// Distinct statements whose analysis is kept per policy. Beyond it the cache starts over: a
 /// client sending endless distinct texts costs CPU, never unbounded memory.
 const CACHE_LIMIT: usize = 20_000;
+
+/// Longest integer literal a statement may have to be looked up by its shape (see
+/// [`Policy::analysis`]): nine digits always fit the `u64`/`i64` sqlparser reads some numbers
+/// into, so whether a statement parses cannot turn on a masked value.
+const SHAPE_MAX_DIGITS: usize = 9;
 
 /// Stack for analyzing one statement: enough for the deepest tree a statement of
 /// [`normalize::MAX_STATEMENT_BYTES`] can make (about 40 bytes of stack per byte of SQL in the
@@ -228,7 +234,11 @@ pub struct Policy {
     session_statements: HashSet<String>,
     functions: FunctionAllowlist,
     max_statement_bytes: usize,
-    cache: RwLock<HashMap<Box<[u8]>, Arc<Analysis>>>,
+    /// Analyses by exact text.
+    cache: AnalysisCache,
+    /// Analyses by shape (integer literals masked), for statements whose analysis cannot depend
+    /// on those literals' values; see [`Policy::analysis`].
+    shapes: AnalysisCache,
     learner: Option<Learner>,
 }
 
@@ -269,6 +279,7 @@ impl Policy {
             session_statements,
             max_statement_bytes: s.max_statement_bytes,
             cache: RwLock::new(HashMap::new()),
+            shapes: RwLock::new(HashMap::new()),
             learner,
         })
     }
@@ -346,26 +357,65 @@ impl Policy {
     }
 
     /// The cached analysis of `sql`, computed on first sight.
+    ///
+    /// With literals replaced, a statement is also looked up by its shape (its bytes with
+    /// integer literals masked, [`shape::shape`]), so a simple-protocol client sending
+    /// `... WHERE id = 42` with a new number each time is analyzed once, not once per value.
+    /// That gives the same analysis as the statement's own because
+    /// - the shape guarantees that the normalized text, hence the fingerprint, the statement
+    ///   count, the session-statement test and the allowlist lookup, is the same;
+    /// - only analyses of plain queries, INSERT, UPDATE and DELETE that parsed are kept by shape:
+    ///   their rules look at names, structure and string literals (which a shape does not
+    ///   mask), never at a number's value (a `SET` value may be what a rule decides on);
+    /// - a masked literal has at most [`SHAPE_MAX_DIGITS`] digits, so sqlparser accepts every
+    ///   statement of a shape or none;
+    /// - the length limit is checked before any lookup.
+    ///
+    /// With literals kept, `id = 42` and `id = 43` are different statements to the allowlist,
+    /// so there are no shapes. Tests compare shape hits with fresh analyses.
     pub fn analysis(&self, sql: &[u8]) -> Arc<Analysis> {
-        if let Some(a) = self
-            .cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sql)
+        let by_shape =
+            self.literals == LiteralMode::Replace && sql.len() <= self.max_statement_bytes;
+        let shape_key = if by_shape {
+            let found = shape::with_shape(sql, SHAPE_MAX_DIGITS, |key| {
+                let key = key?;
+                Some(
+                    match cached(&self.shapes, key).or_else(|| cached(&self.cache, sql)) {
+                        Some(hit) => Ok(hit),
+                        None => Err(Box::<[u8]>::from(key)),
+                    },
+                )
+            });
+            match found {
+                Some(Ok(hit)) => return hit,
+                Some(Err(key)) => Some(key),
+                None => None,
+            }
+        } else {
+            None
+        };
+        if shape_key.is_none()
+            && let Some(hit) = cached(&self.cache, sql)
         {
-            return Arc::clone(a);
+            return hit;
         }
-        let a = Arc::new(self.analyze(sql));
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+        let (analysis, value_independent) = self.analyze_with_kind(sql);
+        let a = Arc::new(analysis);
+        match shape_key {
+            Some(key) if value_independent => keep(&self.shapes, key, &a),
+            _ => keep(&self.cache, sql.into(), &a),
         }
-        cache.insert(sql.into(), Arc::clone(&a));
         a
     }
 
     /// The analysis without the cache (benchmarks, tools): normalization, parsing, the rules.
     pub fn analyze(&self, sql: &[u8]) -> Analysis {
+        self.analyze_with_kind(sql).0
+    }
+
+    /// The analysis, and whether it holds for every statement of the same shape: the statement
+    /// parsed and is only queries, INSERT, UPDATE and DELETE (see [`Policy::analysis`]).
+    fn analyze_with_kind(&self, sql: &[u8]) -> (Analysis, bool) {
         let unanalyzable = |fingerprint, reason: String| Analysis {
             fingerprint,
             normalized: None,
@@ -375,17 +425,21 @@ impl Policy {
         };
         let raw_fingerprint = || normalize::fingerprint(&String::from_utf8_lossy(sql));
         if sql.len() > self.max_statement_bytes {
-            return Analysis {
+            let a = Analysis {
                 denial: Some(Denial::TooLong(self.max_statement_bytes)),
                 ..unanalyzable(raw_fingerprint(), String::new())
             };
+            return (a, false);
         }
         let Ok(text) = std::str::from_utf8(sql) else {
-            return unanalyzable(raw_fingerprint(), "not valid UTF-8".into());
+            return (
+                unanalyzable(raw_fingerprint(), "not valid UTF-8".into()),
+                false,
+            );
         };
         let normalized = match normalize::normalize(text, self.literals) {
             Ok(n) => n,
-            Err(e) => return unanalyzable(raw_fingerprint(), e.to_string()),
+            Err(e) => return (unanalyzable(raw_fingerprint(), e.to_string()), false),
         };
         let session_statement =
             normalized.statements == 1 && self.session_statements.contains(&normalized.text);
@@ -398,26 +452,41 @@ impl Policy {
         };
         if analysis.statements == 0 {
             // An empty query runs nothing.
-            return analysis;
+            return (analysis, false);
         }
         // Parsing, checking and dropping the tree recurse as deep as the statement nests, and a
         // long `1 + 1 + …` chain is deep: on a worker thread's 2 MiB stack a few hundred KiB of
         // SQL would overflow it and abort the process. So this runs on a stack sized for the
         // largest statement allowed (mapped lazily; once per distinct statement).
         let run = || match Parser::parse_sql(&PostgreSqlDialect {}, text) {
-            Ok(parsed) => self.rules(&parsed, &analysis),
-            Err(_) => Some(Denial::Unanalyzable(
-                "sqlparser cannot parse it".to_string(),
-            )),
+            Ok(parsed) => {
+                let value_independent = parsed.iter().all(|s| {
+                    matches!(
+                        s,
+                        Statement::Query(_)
+                            | Statement::Insert(_)
+                            | Statement::Update(_)
+                            | Statement::Delete(_)
+                    )
+                });
+                (self.rules(&parsed, &analysis), value_independent)
+            }
+            Err(_) => (
+                Some(Denial::Unanalyzable(
+                    "sqlparser cannot parse it".to_string(),
+                )),
+                false,
+            ),
         };
         // A short statement cannot nest deeply enough to matter; the big stack (a mapping
         // made and unmade per call) is only worth it for long ones.
-        analysis.denial = if text.len() <= SMALL_STATEMENT {
+        let (denial, value_independent) = if text.len() <= SMALL_STATEMENT {
             run()
         } else {
             stacker::grow(ANALYSIS_STACK, run)
         };
-        analysis
+        analysis.denial = denial;
+        (analysis, value_independent)
     }
 
     /// The protocol-independent rules, in order of how much they say.
@@ -446,6 +515,22 @@ impl Policy {
         }
         None
     }
+}
+
+type AnalysisCache = RwLock<HashMap<Box<[u8]>, Arc<Analysis>>>;
+
+fn cached(cache: &AnalysisCache, key: &[u8]) -> Option<Arc<Analysis>> {
+    let cache = cache.read().unwrap_or_else(|p| p.into_inner());
+    cache.get(key).map(Arc::clone)
+}
+
+/// Keeps an analysis; a full cache starts over, so distinct texts cost CPU, not memory.
+fn keep(cache: &AnalysisCache, key: Box<[u8]>, analysis: &Arc<Analysis>) {
+    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CACHE_LIMIT {
+        cache.clear();
+    }
+    cache.insert(key, Arc::clone(analysis));
 }
 
 /// What every active policy blocks unless it allows it: COPY (each direction), LISTEN/NOTIFY
@@ -727,6 +812,115 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// The shape cache's promise: a statement found by its shape gets the analysis it would get
+    /// on its own. Each template is judged with several literals through one policy, so all but
+    /// the first are shape hits where shapes apply, and compared with a fresh analysis by a
+    /// policy with the same rules; the literals include ones past the shape's digit limit and
+    /// past `u64`, and SET values whose meaning is their number.
+    #[test]
+    fn a_shape_hit_decides_like_a_fresh_analysis() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let listed = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "SELECT x::varchar(1) FROM t",
+        ];
+        let mut toml = String::from("version = 1\n");
+        for text in listed {
+            let n = normalize::normalize(text, LiteralMode::Replace).expect("normalizes");
+            toml.push_str(&format!(
+                "[[statement]]\nfingerprint = \"{}\"\ntext = {:?}\n",
+                n.fingerprint, n.text
+            ));
+        }
+        let path = dir.path().join("allow.toml");
+        std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+        let settings: [&dyn Fn(&mut PolicySettings); 3] = [
+            &|s| {
+                s.literals = LiteralMode::Replace;
+                s.allowlist = Some(path.clone());
+            },
+            &|s| {
+                s.literals = LiteralMode::Replace;
+                s.read_only = true;
+                s.max_statement_bytes = 60;
+            },
+            &|s| {
+                s.literals = LiteralMode::Replace;
+                s.prepared_only = true;
+            },
+        ];
+        let templates = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+            "SELECT x::varchar({}) FROM t",
+            "FETCH {} FROM c",
+            "SELECT * FROM t LIMIT {} OFFSET {}",
+            "UPDATE t SET a = a + {} WHERE id = {}",
+            "INSERT INTO t VALUES ({}, -{})",
+            "DELETE FROM t WHERE id = {}",
+            "SET standard_conforming_strings = {}",
+            "SET default_transaction_read_only = {}",
+            "SET statement_timeout = {}",
+            "SELECT {}; SET standard_conforming_strings = {}",
+            "SELECT numeric({}, {})",
+            "SELECT {}",
+            "SELECT * FROM t WHERE id = {} FOR UPDATE",
+        ];
+        let values = [
+            "1",
+            "0",
+            "42",
+            "999999999",
+            "1000000000",
+            "99999999999999999999999",
+            "007",
+        ];
+        for set in settings {
+            let cached = policy(set);
+            let fresh = policy(set);
+            for template in templates {
+                // Each value everywhere, then a different value per position.
+                for (n, rotate) in (0..values.len()).flat_map(|n| [(n, false), (n, true)]) {
+                    let sql: String = template
+                        .split("{}")
+                        .enumerate()
+                        .map(|(i, part)| match i {
+                            0 => part.to_owned(),
+                            _ if rotate => format!("{}{part}", values[(n + i) % values.len()]),
+                            _ => format!("{}{part}", values[n]),
+                        })
+                        .collect();
+                    for via in [Via::SimpleQuery, Via::Parse] {
+                        let a = cached.judge(sql.as_bytes(), via);
+                        let b = fresh.judge(sql.as_bytes(), via);
+                        let fresh_analysis = fresh.analyze(sql.as_bytes());
+                        assert_eq!(a.denial, b.denial, "{sql}");
+                        assert_eq!(a.analysis.denial, fresh_analysis.denial, "{sql}");
+                        assert_eq!(a.analysis.fingerprint, fresh_analysis.fingerprint, "{sql}");
+                        assert_eq!(a.analysis.normalized, fresh_analysis.normalized, "{sql}");
+                        assert_eq!(a.analysis.statements, fresh_analysis.statements, "{sql}");
+                        assert_eq!(
+                            a.analysis.session_statement, fresh_analysis.session_statement,
+                            "{sql}"
+                        );
+                    }
+                }
+            }
+            let shapes = cached.shapes.read().map(|m| m.len()).unwrap_or_default();
+            assert!(shapes > 0, "some statements were kept by shape");
+        }
+        // The promise is not empty: a listed query with new literals is a hit, and allowed.
+        let p = policy(settings[0]);
+        let first = p.analysis(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1;");
+        let again = p.analysis(b"SELECT abalance FROM pgbench_accounts WHERE aid = 77;");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.denial, None);
+        // Kept literals: no shapes.
+        let keep = policy(|s| s.literals = LiteralMode::Keep);
+        let _ = keep.analysis(b"SELECT 1");
+        let _ = keep.analysis(b"SELECT 2");
+        assert_eq!(keep.shapes.read().map(|m| m.len()).unwrap_or(1), 0);
     }
 
     #[test]

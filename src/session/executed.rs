@@ -8,7 +8,6 @@
 //! costs a hash lookup, also over the simple protocol with literals inlined. "Write" is decided from the statement's words (lexically), conservatively:
 //! anything not positively a read counts as a write, so `statements = "writes"` never misses one.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,12 +15,10 @@ use std::time::Instant;
 use crate::audit::codes::{Protocol, StatementKind};
 use crate::audit::event::{CommandTag, NormalizedSql, SqlState, StatementExecuted};
 use crate::policy::normalize::{self, Fingerprint, LiteralMode};
+use crate::policy::shape;
 
 /// Distinct statement texts (or shapes) described and kept; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 20_000;
-
-/// Longest statement looked up by its shape; longer ones are looked up by their exact text.
-const SHAPE_MAX_BYTES: usize = 4096;
 
 /// What an audited statement is.
 #[derive(Debug)]
@@ -33,7 +30,7 @@ pub struct Described {
 
 /// Descriptions of statements, shared by all sessions: by their exact text, and — for
 /// statements simple enough to tell their integer literals apart without a tokenizer — by
-/// their shape (see [`shape`]), so that a simple-protocol statement with a new literal each
+/// their shape (see [`shape::shape`]), so that a simple-protocol statement with a new literal each
 /// time (`... WHERE id = 42`) is still a cache hit, not a normalization.
 #[derive(Debug, Default)]
 pub struct Descriptions {
@@ -46,49 +43,40 @@ struct Maps {
     shapes: HashMap<Box<[u8]>, Arc<Described>>,
 }
 
-thread_local! {
-    /// The shape of the statement being looked up: reused, so a lookup allocates nothing.
-    static SHAPE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Descriptions {
+    /// The description of `sql`: by its shape when it has one (normalization with literals
+    /// replaced cannot depend on a masked value, see [`shape::shape`]), else by exact text.
     pub fn describe(&self, sql: &[u8]) -> Arc<Described> {
-        SHAPE.with(|buf| {
-            // A reentrant call cannot happen (nothing here calls back); if it did, it would
-            // just go without the shape.
-            match buf.try_borrow_mut() {
-                Ok(mut buf) => self.describe_with(sql, &mut buf),
-                Err(_) => self.describe_with(sql, &mut Vec::new()),
-            }
-        })
-    }
-
-    fn describe_with(&self, sql: &[u8], key: &mut Vec<u8>) -> Arc<Described> {
-        let by_shape = shape(sql, key);
-        {
+        let shape_key = shape::with_shape(sql, shape::ANY_DIGITS, |key| {
+            let key = key?;
             let maps = self.lock();
-            let hit = if by_shape {
-                maps.shapes.get(key.as_slice())
-            } else {
-                maps.exact.get(sql)
-            };
-            if let Some(d) = hit {
-                return Arc::clone(d);
+            Some(match maps.shapes.get(key).or_else(|| maps.exact.get(sql)) {
+                Some(d) => Ok(Arc::clone(d)),
+                None => Err(Box::<[u8]>::from(key)),
+            })
+        });
+        let shape_key = match shape_key {
+            Some(Ok(hit)) => return hit,
+            Some(Err(key)) => Some(key),
+            None => {
+                if let Some(d) = self.lock().exact.get(sql) {
+                    return Arc::clone(d);
+                }
+                None
             }
-        }
+        };
         let d = Arc::new(describe(sql));
         let mut maps = self.lock();
         // Only a statement that normalized goes by its shape: one that did not is
         // fingerprinted by its exact text, literals and all, which the shape does not keep.
-        let (map, key): (_, &[u8]) = if by_shape && d.text.is_some() {
-            (&mut maps.shapes, key)
-        } else {
-            (&mut maps.exact, sql)
+        let (map, key) = match shape_key {
+            Some(key) if d.text.is_some() => (&mut maps.shapes, key),
+            _ => (&mut maps.exact, Box::from(sql)),
         };
         if map.len() >= CACHE_LIMIT {
             map.clear();
         }
-        map.insert(key.into(), Arc::clone(&d));
+        map.insert(key, Arc::clone(&d));
         d
     }
 
@@ -96,93 +84,6 @@ impl Descriptions {
         self.maps.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-/// Writes into `out` the statement's shape: its bytes with every integer literal's digits
-/// replaced by one NUL, so `... WHERE aid = 42;` and `... WHERE aid = 4711;` have the same
-/// shape. Returns false, and leaves `out` meaningless, for a statement this cannot be done
-/// for exactly; it is then looked up by its exact text.
-///
-/// Exactly means: two statements with the same shape normalize (literals replaced) to the
-/// same text, or both fail to. That holds because
-///
-/// - the statement is short, plain ASCII, and has none of `'`, `"`, `$`, `\`, `` ` ``, `?`,
-///   `{`, `}`, NUL, control characters other than tab, CR and LF, nor `--` or `/*`: so no
-///   string, quoted identifier, dollar quote, comment, parameter or escape, and every byte is
-///   part of a word, a number, an operator, punctuation or whitespace, for PostgreSQL and
-///   sqlparser alike;
-/// - a digit run is replaced only when neither neighbour is a letter, digit, `_` or `.`: then
-///   it is not part of a name, and it is a whole number token (or the exponent of one, as the
-///   `5` of `1e-5`); PostgreSQL's and sqlparser's readings of a number depend on its digits
-///   only through `0x`/`0o`/`0b` prefixes, `_` separators, a `.`, an exponent or an `L` suffix,
-///   none of which can follow such a run; so any other digit run there gives the same tokens
-///   but for that number's value;
-/// - normalization with literals replaced writes every number as `?`, and refuses or accepts
-///   a statement by its tokens' kinds and spacing, never by a number's value; the length limit
-///   is far above [`SHAPE_MAX_BYTES`].
-///
-/// The fingerprint and the read/write kind are functions of the normalized text, so they agree
-/// too. Tests compare the shape path with a fresh description for many statements.
-fn shape(sql: &[u8], out: &mut Vec<u8>) -> bool {
-    out.clear();
-    if sql.len() > SHAPE_MAX_BYTES {
-        return false;
-    }
-    // Copied in runs, not byte by byte: `sql[..copied]` is in `out` already.
-    let mut copied = 0;
-    let mut i = 0;
-    while i < sql.len() {
-        match SHAPE_CLASS[usize::from(sql[i])] & !WORD {
-            PLAIN => i += 1,
-            DIGIT => {
-                let start = i;
-                while i < sql.len() && sql[i].is_ascii_digit() {
-                    i += 1;
-                }
-                let word = |b: &u8| SHAPE_CLASS[usize::from(*b)] & WORD != 0;
-                let in_word = start.checked_sub(1).is_some_and(|j| word(&sql[j]))
-                    || sql.get(i).is_some_and(word);
-                if !in_word {
-                    out.extend_from_slice(&sql[copied..start]);
-                    out.push(0);
-                    copied = i;
-                }
-            }
-            // `--` and `/*` start comments (`-*` and `/-` go with them, harmlessly).
-            COMMENT_START if matches!(sql.get(i + 1), Some(b'-' | b'*')) => return false,
-            COMMENT_START => i += 1,
-            _ => return false,
-        }
-    }
-    out.extend_from_slice(&sql[copied..]);
-    true
-}
-
-/// Byte classes for [`shape`]: the kind of byte, and whether it can be part of a word or a
-/// number (`WORD`), which stops a digit run next to it from being replaced.
-const REFUSED: u8 = 0;
-const PLAIN: u8 = 1;
-const DIGIT: u8 = 2;
-const COMMENT_START: u8 = 3;
-const WORD: u8 = 0x80;
-
-const SHAPE_CLASS: [u8; 256] = {
-    let mut t = [REFUSED; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = match c {
-            b'0'..=b'9' => DIGIT | WORD,
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'.' => PLAIN | WORD,
-            b' ' | b'\t' | b'\n' | b'\r' => PLAIN,
-            b'(' | b')' | b',' | b';' | b'=' | b'<' | b'>' | b'+' | b'*' | b'%' | b':' | b'['
-            | b']' => PLAIN,
-            b'-' | b'/' => COMMENT_START,
-            _ => REFUSED,
-        };
-        b += 1;
-    }
-    t
-};
 
 fn describe(sql: &[u8]) -> Described {
     let text = std::str::from_utf8(sql).ok();
@@ -404,45 +305,6 @@ mod tests {
         }
         let a = d.describe(b"SELECT 'secret'");
         assert_eq!(a.text.as_ref().map(|t| t.as_str()), Some("SELECT ?"));
-    }
-
-    fn shape_of(sql: &str) -> Option<String> {
-        let mut out = Vec::new();
-        shape(sql.as_bytes(), &mut out).then(|| String::from_utf8_lossy(&out).replace('\0', "#"))
-    }
-
-    #[test]
-    fn shapes_replace_whole_integer_literals_only() {
-        for (sql, want) in [
-            (
-                "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
-                Some("SELECT abalance FROM pgbench_accounts WHERE aid = #;"),
-            ),
-            (
-                "UPDATE t SET a = a + -17 WHERE id IN (1,2)",
-                Some("UPDATE t SET a = a + -# WHERE id IN (#,#)"),
-            ),
-            ("SELECT t1.a2 FROM t1", Some("SELECT t1.a2 FROM t1")),
-            ("SELECT 1.5, .5, 5., 1e-5", Some("SELECT 1.5, .5, 5., 1e-#")),
-            (
-                "SELECT 0x1F, 1_000, 5L, 2abc",
-                Some("SELECT 0x1F, 1_000, 5L, 2abc"),
-            ),
-            ("SELECT x[1:2]::int8", Some("SELECT x[#:#]::int8")),
-            ("SELECT 1 -- 2", None),
-            ("SELECT 1 /* 2 */", None),
-            ("SELECT '1'", None),
-            ("SELECT \"1\"", None),
-            ("SELECT $1", None),
-            ("SELECT $$1$$", None),
-            ("SELECT E'\\1'", None),
-            ("SELECT 1 ? 2", None),
-            ("SELECT 1\0", None),
-            ("SELECT \u{e9}1", None),
-        ] {
-            assert_eq!(shape_of(sql).as_deref(), want, "{sql}");
-        }
-        assert!(shape_of(&format!("SELECT {}", "1".repeat(SHAPE_MAX_BYTES))).is_none());
     }
 
     /// The shape cache's promise: a statement found by its shape is described exactly as it
