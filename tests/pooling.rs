@@ -348,3 +348,41 @@ async fn session_changes_hidden_in_code_do_not_reach_the_next_client() {
         );
     }
 }
+
+/// Session state a server function creates out of pgward's sight — a temporary table, a
+/// session advisory lock — is gone when the connection changes hands: the hand-over reset of
+/// a connection without pgward's prepared statements is `DISCARD ALL`.
+#[tokio::test(flavor = "multi_thread")]
+async fn temp_tables_and_advisory_locks_made_in_code_do_not_reach_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    env.pg.superuser_sql_in(
+        "appdb",
+        "CREATE FUNCTION public.hidden_state() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+           CREATE TEMP TABLE IF NOT EXISTS hidden_t(x int);
+           PERFORM pg_advisory_lock(4242);
+           RETURN 1;
+         END$$",
+    );
+    let a = env.client("appdb").await;
+    let b = env.client("appdb").await;
+    assert_eq!(one_value(&a, "SELECT public.hidden_state()").await, "1");
+    // The same client keeps its connection's state (no hand-over, no reset)...
+    // (No string or word here may look like session state to pgward's classifier, which
+    // would reset the connection anyway.)
+    let temp_tables = "SELECT count(*) FROM pg_class WHERE relname = 'hidden_t' AND relnamespace = pg_my_temp_schema()";
+    assert_eq!(one_value(&a, temp_tables).await, "1");
+    // ...the next client does not get it.
+    assert_eq!(one_value(&b, temp_tables).await, "0");
+    assert_eq!(
+        one_value(
+            &b,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND pid = pg_backend_pid()"
+        )
+        .await,
+        "0"
+    );
+}

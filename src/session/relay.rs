@@ -2016,12 +2016,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         // The preparation is pipelined in front of the client's messages: no extra round
         // trip; its answers are dropped until its ReadyForQuery messages have passed.
-        if guard.dirty {
+        let handover = guard.last_client != Some(self.cancel.key.pid);
+        let reset = handover && self.pool.database.reset_on_handover;
+        if discards(&guard, reset) {
             // DISCARD ALL comes first in the preparation: it drops every prepared statement.
             guard.prepared.clear();
         }
-        let handover = guard.last_client != Some(self.cancel.key.pid);
-        let reset = handover && self.pool.database.reset_on_handover;
         let queries = preparation_queries(&guard, &self.params, reset);
         if !queries.is_empty() {
             // Staged in front of whatever this batch sends: one write (one syscall) carries
@@ -2211,7 +2211,7 @@ pub async fn prepare_server(
     params: &Arc<SessionParams>,
     reset: bool,
 ) -> Result<(), ServerError> {
-    if server.dirty {
+    if discards(server, reset) {
         server.prepared.clear();
     }
     let queries = preparation_queries(server, params, reset);
@@ -2232,10 +2232,23 @@ pub async fn prepare_server(
     Ok(())
 }
 
-/// What makes `server` carry exactly `params`: `DISCARD ALL` if it may carry state pgward
-/// cannot describe; a reset if it changes hands and `reset` asks for it (settings changed
-/// inside functions are invisible to pgward, so only a reset guarantees another client's
-/// settings are gone); then this client's startup parameters and SETs.
+/// Whether the preparation of `server` starts with `DISCARD ALL` (the caller then forgets the
+/// server's prepared statements): when it may carry state pgward cannot describe, and as the
+/// hand-over reset of a server that holds none of pgward's prepared statements.
+///
+/// As a reset, DISCARD ALL is one statement where `RESET ALL; RESET ROLE` is two (RESET ALL
+/// leaves the role alone), and each statement costs the server about as much as a pgbench
+/// select-only query (~15 us of backend CPU here). It also drops what RESET leaves: temporary
+/// tables, session advisory locks, LISTENs, WITH HOLD cursors. A server that holds prepared
+/// statements gets the two RESETs instead, so its statements survive the hand-over.
+fn discards(server: &PoolGuard, reset: bool) -> bool {
+    server.dirty || (reset && server.prepared.is_empty())
+}
+
+/// What makes `server` carry exactly `params`: `DISCARD ALL` if [`discards`] says so; else a
+/// reset if it changes hands and `reset` asks for it (settings changed inside functions are
+/// invisible to pgward, so only a reset guarantees another client's settings are gone); then
+/// this client's startup parameters and SETs.
 fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) -> Vec<String> {
     let mut queries = Vec::new();
     let same = server
@@ -2243,8 +2256,9 @@ fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) 
         .as_ref()
         .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
     // The reset is a Query of its own: in one string with the client's SETs, a failing SET
-    // would roll the reset back with it (a multi-statement Query is one transaction).
-    if server.dirty {
+    // would roll the reset back with it (a multi-statement Query is one transaction), and
+    // DISCARD ALL refuses to run inside one.
+    if discards(server, reset) {
         queries.push("DISCARD ALL".to_string());
     } else if reset {
         queries.push("RESET ALL;\nRESET ROLE".to_string());
