@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::app::App;
 use crate::config::PoolMode;
 use crate::error::ClientError;
+use crate::policy::shape;
 use crate::policy::{Denial, Mode, Policy, Verdict, Via};
 use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
 use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
@@ -37,7 +38,7 @@ use crate::session::prepared::{
 };
 use crate::session::registry::{ClientState, SessionInfo};
 use crate::session::state::SessionParams;
-use crate::session::statement::{self, SessionEffect};
+use crate::session::statement::{self, PlainShapes, SessionEffect};
 
 /// How long a session waits for a cancel it forwarded to land before giving up the server.
 const CANCEL_SETTLE: Duration = Duration::from_secs(5);
@@ -133,6 +134,8 @@ pub struct Relay<S> {
     mode: PoolMode,
     server: Option<PoolGuard>,
     sscan: FrameScanner,
+    /// Shapes of the client's statements known to have no session effect (a lexer skipped).
+    plain_shapes: PlainShapes,
     params: Arc<SessionParams>,
     cancel: Registration,
     max_message: usize,
@@ -263,6 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             mode,
             server,
             sscan: FrameScanner::new(),
+            plain_shapes: PlainShapes::default(),
             params,
             cancel,
             max_message,
@@ -545,6 +549,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         self.out = BytesMut::new();
         self.sout = BytesMut::new();
         self.cout = BytesMut::new();
+        self.plain_shapes.clear();
     }
 
     fn count_from_client(&self, n: usize) {
@@ -1360,7 +1365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let d = match tag {
             b'Q' => {
                 let sql = msg::decode_query_bytes(body).map_err(decode_violation)?;
-                let stmts = classify_bytes(sql);
+                let stmts = classify_bytes_cached(sql, &mut self.plain_shapes);
                 if let Some(what) = unshareable(&stmts) {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
                 }
@@ -1390,7 +1395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 if !name.is_empty() {
                     return self.decide_named_parse(body, name, query);
                 }
-                let stmts = classify_bytes(query);
+                let stmts = classify_bytes_cached(query, &mut self.plain_shapes);
                 if let Some(what) = unshareable(&stmts) {
                     return Ok(Decision::Refuse(ClientError::NotInTransactionMode { what }));
                 }
@@ -2584,6 +2589,30 @@ fn classify_bytes(sql: &[u8]) -> Vec<Option<(SessionEffect, String)>> {
         .collect()
 }
 
+/// [`classify_bytes`], skipping the lexer for a text whose shape the session has seen without
+/// any session effect (see [`PlainShapes`]).
+fn classify_bytes_cached(
+    sql: &[u8],
+    plain: &mut PlainShapes,
+) -> Vec<Option<(SessionEffect, String)>> {
+    let seen = shape::with_shape(sql, shape::ANY_DIGITS, |key| {
+        let key = key?;
+        Some(plain.statements(key).ok_or_else(|| Box::<[u8]>::from(key)))
+    });
+    let key = match seen {
+        Some(Ok(statements)) => return vec![None; statements],
+        Some(Err(key)) => Some(key),
+        None => None,
+    };
+    let stmts = classify_bytes(sql);
+    if let Some(key) = key
+        && stmts.iter().all(Option::is_none)
+    {
+        plain.remember(key, stmts.len());
+    }
+    stmts
+}
+
 fn unshareable(stmts: &[Option<(SessionEffect, String)>]) -> Option<&'static str> {
     stmts.iter().flatten().find_map(|(e, _)| match e {
         SessionEffect::Unshareable(w) => Some(*w),
@@ -2602,5 +2631,65 @@ fn apply_effect(params: &mut Arc<SessionParams>, dirty: &mut bool, e: SessionEff
         | SessionEffect::TransactionScoped
         | SessionEffect::Unshareable(_)
         | SessionEffect::Deallocate(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text found by its shape is classified exactly as the lexer would classify it. Each
+    /// template is classified with several literals through one session's shapes, so all but
+    /// the first are shape hits where the template has no effect, and compared with a fresh
+    /// classification.
+    #[test]
+    fn a_plain_shape_hit_classifies_like_the_lexer() {
+        let templates = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+            "UPDATE pgbench_accounts SET abalance = abalance + {} WHERE aid = {}",
+            "SELECT {}; SELECT {}",
+            "SELECT {}; SET work_mem = {}",
+            "SET statement_timeout = {}",
+            "SET LOCAL statement_timeout = {}",
+            "SELECT pg_advisory_lock({})",
+            "SELECT set_config(x, y, {} = {})",
+            "DEALLOCATE p{}",
+            "BEGIN; SELECT {}; COMMIT",
+            "SELECT x[{}:{}]::int8 FROM t LIMIT {}",
+            "DISCARD ALL",
+            "CREATE TEMP TABLE t{} (a int)",
+            "LISTEN c{}",
+            "DO {}",
+            "SELECT {}e-{}",
+            "",
+        ];
+        let values = ["1", "0", "42", "123456789012345678901234567890"];
+        let mut plain = PlainShapes::default();
+        for template in templates {
+            for value in values {
+                let sql = template.replace("{}", value);
+                let cached = classify_bytes_cached(sql.as_bytes(), &mut plain);
+                let fresh = classify_bytes(sql.as_bytes());
+                assert_eq!(cached, fresh, "{sql}");
+            }
+        }
+        // The cache is used: a plain template's second literal is a hit.
+        let mut plain = PlainShapes::default();
+        let _ = classify_bytes_cached(b"SELECT 1 FROM t WHERE a = 7", &mut plain);
+        let mut key = Vec::new();
+        assert!(shape::shape(
+            b"SELECT 2 FROM t WHERE a = 9",
+            shape::ANY_DIGITS,
+            &mut key
+        ));
+        assert_eq!(plain.statements(&key), Some(1));
+        // A statement with an effect is never kept.
+        let _ = classify_bytes_cached(b"SET work_mem = 64", &mut plain);
+        assert!(shape::shape(
+            b"SET work_mem = 65",
+            shape::ANY_DIGITS,
+            &mut key
+        ));
+        assert_eq!(plain.statements(&key), None);
     }
 }

@@ -206,6 +206,49 @@ pub fn classify(sql: &str) -> Vec<Statement<'_>> {
     }
 }
 
+/// Shapes (see [`crate::policy::shape`]) of statement texts a session recently classified as
+/// having no session effect at all, with their statement counts: the next text of the same
+/// shape — the same bytes but for integer literals, as a simple-protocol client sends
+/// `... WHERE id = 42` with a new number each time — skips the lexer.
+///
+/// Exact because [`classify`] reads words, quoted names, strings, punctuation and the kind of
+/// each token, never a number's value (`Tok::Num` has none), and two texts of one shape lex to
+/// the same tokens but for the values of whole number tokens. Only "no effect" is kept:
+/// anything else carries the statement's own text and is worked out each time.
+#[derive(Debug, Default)]
+pub struct PlainShapes {
+    entries: Vec<(Box<[u8]>, usize)>,
+    /// The entry the next new shape replaces once the list is full.
+    next: usize,
+}
+
+/// Shapes a session keeps: a few distinct statements in rotation is what a client repeats.
+const PLAIN_SHAPES: usize = 8;
+
+impl PlainShapes {
+    /// How many statements (all without effect) a text of this shape holds, if known.
+    pub fn statements(&self, shape: &[u8]) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(s, _)| &**s == shape)
+            .map(|(_, n)| *n)
+    }
+
+    pub fn remember(&mut self, shape: Box<[u8]>, statements: usize) {
+        if self.entries.len() < PLAIN_SHAPES {
+            self.entries.push((shape, statements));
+        } else {
+            self.entries[self.next] = (shape, statements);
+            self.next = (self.next + 1) % PLAIN_SHAPES;
+        }
+    }
+
+    /// Gives the memory back (an idle session).
+    pub fn clear(&mut self) {
+        *self = PlainShapes::default();
+    }
+}
+
 fn word_is(t: Option<&Tok<'_>>, w: &str) -> bool {
     matches!(t, Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w))
 }
