@@ -49,13 +49,13 @@ pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Opti
     let opened = tokio::time::timeout_at(deadline, Box::pin(open(&app, tcp, &mut buf, peer))).await;
     match opened {
         Ok(Opened::Plain(stream, startup)) => {
-            Box::pin(run_session(
-                app, stream, buf, peer, permit, startup, None, deadline,
-            ))
-            .await
+            let login = run_session(app, stream, buf, peer, permit, startup, None, deadline);
+            if let Some(session) = Box::pin(login).await {
+                Box::pin(relay_session(session)).await
+            }
         }
         Ok(Opened::Tls(stream, tls, startup)) => {
-            Box::pin(run_session(
+            let login = run_session(
                 app,
                 *stream,
                 buf,
@@ -64,8 +64,10 @@ pub async fn serve(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, permit: Opti
                 startup,
                 Some(tls),
                 deadline,
-            ))
-            .await
+            );
+            if let Some(session) = Box::pin(login).await {
+                Box::pin(relay_session(session)).await
+            }
         }
         Ok(Opened::Done) => {}
         Err(_) => tracing::info!(%peer, "startup timed out"),
@@ -266,7 +268,11 @@ async fn refuse<S: AsyncWrite + Unpin>(
     Opened::Done
 }
 
-/// Authentication, routing and the relay, on whichever transport the client is on.
+/// Authentication and routing, on whichever transport the client is on: logs a client in and
+/// builds its relay; `None` when the session ended here (refused, an admin console session, a
+/// failed write). The login's state is dropped before the relay runs ([`relay_session`]): a
+/// task's future is as large as its largest state, and what an idle client holds should be its
+/// relay, not the leftovers of its login.
 #[allow(clippy::too_many_arguments)]
 async fn run_session<S>(
     app: Arc<App>,
@@ -277,7 +283,8 @@ async fn run_session<S>(
     startup: StartupMessage,
     tls: Option<TlsPeer>,
     deadline: tokio::time::Instant,
-) where
+) -> Option<LoggedIn<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // What the client claims, for the audit trail of a refusal (not yet authenticated).
@@ -317,13 +324,13 @@ async fn run_session<S>(
             .await;
             drop(user_permit);
             drop(permit);
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             tracing::info!(%peer, sqlstate = e.sqlstate(), reason = %e.message(), "connection refused");
             audit_refusal(&app, peer, &claimed_user, &claimed_db, &e).await;
             send_fatal(&mut stream, &e).await;
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(%peer, "startup timed out");
@@ -344,7 +351,7 @@ async fn run_session<S>(
                 },
             )
             .await;
-            return;
+            return None;
         }
     };
     let Begun {
@@ -367,7 +374,7 @@ async fn run_session<S>(
     msg::put_backend_key(&mut out, cancel.key.pid, cancel.key.secret);
     msg::put_ready(&mut out, TxStatus::Idle);
     if io::send_all(&mut stream, &out).await.is_err() {
-        return;
+        return None;
     }
     let mut server = server;
     // Transaction mode: the login connection goes back right away; session mode keeps it.
@@ -455,7 +462,47 @@ async fn run_session<S>(
         .with_policy(policy, &user_name)
         .routed_at(generation)
         .with_info(Arc::clone(&registered.info), gauge, audit_ctx);
-    let end = Box::new(relay).run().instrument(span).await;
+    Some(LoggedIn {
+        relay: Box::new(relay),
+        span,
+        peer,
+        registered,
+        identity,
+        app: audit_app,
+        user_permit,
+        permit,
+    })
+}
+
+/// A logged-in client: its relay, and what its session's end needs.
+struct LoggedIn<S> {
+    relay: Box<Relay<S>>,
+    span: tracing::Span,
+    peer: SocketAddr,
+    registered: registry::Registered,
+    identity: Arc<crate::audit::event::Identity>,
+    app: Arc<App>,
+    /// Held for the session's life: they count it against the user's and the server's limits.
+    user_permit: ClientPermit,
+    permit: Option<ClientPermit>,
+}
+
+/// Relays a logged-in client's session, then logs and audits its end.
+async fn relay_session<S>(session: LoggedIn<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let LoggedIn {
+        relay,
+        span,
+        peer,
+        registered,
+        identity,
+        app: audit_app,
+        user_permit,
+        permit,
+    } = session;
+    let end = relay.run().instrument(span).await;
     match &end {
         SessionEnd::ClientClosed => tracing::debug!(%peer, "session ended"),
         SessionEnd::Io(e) => tracing::debug!(%peer, error = %e, "session ended by i/o error"),
