@@ -469,8 +469,8 @@ where
         registered,
         identity,
         app: audit_app,
-        user_permit,
-        permit,
+        _user_permit: user_permit,
+        _permit: permit,
     })
 }
 
@@ -483,8 +483,8 @@ struct LoggedIn<S> {
     identity: Arc<crate::audit::event::Identity>,
     app: Arc<App>,
     /// Held for the session's life: they count it against the user's and the server's limits.
-    user_permit: ClientPermit,
-    permit: Option<ClientPermit>,
+    _user_permit: ClientPermit,
+    _permit: Option<ClientPermit>,
 }
 
 /// Relays a logged-in client's session, then logs and audits its end.
@@ -492,17 +492,10 @@ async fn relay_session<S>(session: LoggedIn<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let LoggedIn {
-        relay,
-        span,
-        peer,
-        registered,
-        identity,
-        app: audit_app,
-        user_permit,
-        permit,
-    } = session;
-    let end = relay.run().instrument(span).await;
+    // The rest of `session` (registry entry, permits) is dropped at the end, once the end is
+    // logged and audited.
+    let peer = session.peer;
+    let end = session.relay.run().instrument(session.span).await;
     match &end {
         SessionEnd::ClientClosed => tracing::debug!(%peer, "session ended"),
         SessionEnd::Io(e) => tracing::debug!(%peer, error = %e, "session ended by i/o error"),
@@ -514,7 +507,7 @@ where
         use crate::audit::codes::EndReason;
         use crate::audit::event::{Event, EventFields, SessionEnded};
         use std::sync::atomic::Ordering::Relaxed;
-        let i = &registered.info;
+        let i = &session.registered.info;
         let reason = match &end {
             SessionEnd::ClientClosed => EndReason::Terminate,
             SessionEnd::Io(_) => EndReason::Disconnect,
@@ -527,7 +520,8 @@ where
                 _ => EndReason::ServerError,
             },
         };
-        audit_app
+        session
+            .app
             .audit
             .emit(
                 Event::new(EventFields::SessionEnded(SessionEnded {
@@ -540,14 +534,11 @@ where
                 }))
                 .sid(i.sid)
                 .client(peer)
-                .identity(identity)
+                .identity(session.identity)
                 .database(i.database.as_str()),
             )
             .await;
     }
-    drop(registered);
-    drop(user_permit);
-    drop(permit);
 }
 
 struct Begun {
