@@ -62,6 +62,10 @@ pub enum ClientError {
     },
     /// The server connection failed while the client was using it.
     ServerConnectionLost,
+    /// The reset that removes another client's state from a server connection failed when
+    /// the connection changed hands. None of the client's messages ran; the connection is
+    /// closed.
+    ServerResetFailed,
     /// Bind/Describe of the unnamed statement that this client has not parsed on its current
     /// server connection (it may be another client's).
     UnnamedStatementMissing,
@@ -162,7 +166,7 @@ impl ClientError {
             TooManyClients | TooManyClientsForUser { .. } => code::TOO_MANY_CONNECTIONS,
             CheckoutTimeout { .. } => code::TOO_MANY_CONNECTIONS,
             ServerUnavailable { .. } => code::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-            ServerConnectionLost => code::CONNECTION_FAILURE,
+            ServerConnectionLost | ServerResetFailed => code::CONNECTION_FAILURE,
             NotInTransactionMode { .. } => code::FEATURE_NOT_SUPPORTED,
             UnnamedStatementMissing | UnknownPreparedStatement { .. } => {
                 code::INVALID_SQL_STATEMENT_NAME
@@ -239,6 +243,9 @@ impl ClientError {
                 format!("could not connect to the server for database \"{database}\"")
             }
             ServerConnectionLost => "server connection lost".into(),
+            ServerResetFailed => {
+                "the server connection could not be reset for this client; nothing was run".into()
+            }
             // PostgreSQL's wording.
             UnnamedStatementMissing => "unnamed prepared statement does not exist".into(),
             NotInTransactionMode { what } => {

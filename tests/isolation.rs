@@ -559,3 +559,128 @@ async fn a_refusal_in_a_pipeline_rolls_back_its_earlier_statements() {
         "PostgreSQL would have rolled the pipeline's INSERT back"
     );
 }
+
+/// 13. A hand-over reset that fails (here: a function left a 1 ms `statement_timeout` and a
+/// thousand temporary tables, so `DISCARD ALL` is cancelled) must not let the next client's
+/// statements run on a connection that still carries the previous client's state. The reset
+/// used to go out as a Query of its own ahead of the client's messages, and the server ran
+/// them after it failed. Now the server skips them, the client's session ends with 08006 and
+/// the connection is closed. Checked for a simple Query and for a pipeline of two Syncs: the
+/// server stops skipping at a Sync, so nothing may follow the first before the reset is
+/// confirmed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_hand_over_reset_runs_nothing_of_the_next_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    env.pg.superuser_sql_in(
+        "appdb",
+        "CREATE FUNCTION public.spoil_the_connection() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+           FOR i IN 1..1000 LOOP
+             EXECUTE format('CREATE TEMP TABLE spoiled_%s (x int)', i);
+           END LOOP;
+           PERFORM set_config('pgward_test.left_by', 'the previous client', false);
+           PERFORM set_config('statement_timeout', '1', false);
+           RETURN 1;
+         END$$;
+         CREATE TABLE public.ran_after_reset (what text);
+         GRANT INSERT, SELECT ON public.ran_after_reset TO PUBLIC",
+    );
+    let port = env.port();
+    let pipelined = {
+        let mut b = Vec::new();
+        for what in ["first", "second"] {
+            b.extend_from_slice(&parse(&format!(
+                "INSERT INTO public.ran_after_reset VALUES ('{what} ' || current_setting('pgward_test.left_by', true))"
+            )));
+            b.extend_from_slice(&bind(&[]));
+            b.extend_from_slice(&execute());
+            b.extend_from_slice(&sync());
+        }
+        b
+    };
+    let simple = query_message(
+        "INSERT INTO public.ran_after_reset VALUES ('simple ' || current_setting('pgward_test.left_by', true))",
+    );
+    for victim_sends in [simple, pipelined] {
+        let a = env.client("appdb").await;
+        // The victim logs in first: its login takes the (clean) connection and gives it back.
+        let mut b = RawSession::login(port, "appdb");
+        assert_eq!(
+            one_value(&a, "SELECT public.spoil_the_connection()").await,
+            "1"
+        );
+        b.send(&victim_sends);
+        let codes = tokio::task::spawn_blocking(move || b.errors_until_closed())
+            .await
+            .unwrap();
+        assert_eq!(
+            codes,
+            ["08006"],
+            "the victim's session ends with a connection failure"
+        );
+        assert_eq!(
+            env.pg
+                .superuser_sql_in("appdb", "SELECT count(*) FROM public.ran_after_reset")
+                .trim(),
+            "0",
+            "nothing the victim sent ran on the spoiled connection"
+        );
+        drop(a);
+    }
+    // The spoiled connections were closed: the next client gets a clean one.
+    let c = env.client("appdb").await;
+    assert_eq!(
+        one_value(
+            &c,
+            "SELECT coalesce(current_setting('pgward_test.left_by', true), '')"
+        )
+        .await,
+        ""
+    );
+    assert_eq!(one_value(&c, "SHOW statement_timeout").await, "0");
+}
+
+/// 14. The hand-over reset of a connection that keeps pgward's prepared statements is
+/// `RESET ALL` and `RESET ROLE`, sent ahead of the next client's messages. It commits on its
+/// own: were it part of the next client's first transaction, that client's ROLLBACK would
+/// bring back what a function of the previous client set.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_clients_rollback_does_not_undo_the_hand_over_reset() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    env.pg.superuser_sql_in(
+        "appdb",
+        "CREATE FUNCTION public.leave_a_setting() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+           PERFORM set_config('pgward_test.left_by', 'the previous client', false);
+           RETURN 1;
+         END$$",
+    );
+    let left_by = "SELECT coalesce(current_setting('pgward_test.left_by', true), '')";
+    let a = env.client("appdb").await;
+    // B sends no startup parameters: no SETs of its own follow the reset (a Query of them
+    // would commit it).
+    let mut b = RawSession::login(env.port(), "appdb");
+    // A prepared statement keeps the connection's statements through hand-overs.
+    let stmt = a.prepare("SELECT public.leave_a_setting()").await.unwrap();
+    let row = a.query_one(&stmt, &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    // B's first transaction, rolled back; its first message rides behind the reset.
+    b.send(&query_message(&format!("BEGIN; {left_by}; ROLLBACK")));
+    let (errors, rows) = b.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0].contains("previous"), "{rows:?}");
+    // The connection stays B's (no hand-over, no reset): the setting must still be gone.
+    b.send(&query_message(left_by));
+    let (errors, rows) = b.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!rows[0].contains("previous"), "{rows:?}");
+    // A's statement survived the reset.
+    assert_eq!(a.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 1);
+}

@@ -408,6 +408,19 @@ pub fn put_query(buf: &mut BytesMut, sql: &str) {
     );
 }
 
+/// Parse, Bind and Execute of `sql` as the unnamed statement and portal, without a Sync. If
+/// the statement fails, PostgreSQL skips every message after it until the next Sync: pgward
+/// sends its hand-over reset this way so that nothing behind it can run when it fails.
+pub fn put_unnamed_execute(buf: &mut BytesMut, sql: &str) {
+    use pgwire::messages::extendedquery::{Bind, Execute, Parse};
+    put(&Parse::new(None, sql.to_owned(), Vec::new()), buf);
+    put(
+        &Bind::new(None, None, Vec::new(), Vec::new(), Vec::new()),
+        buf,
+    );
+    put(&Execute::new(None, 0), buf);
+}
+
 /// CommandComplete ('C') with its command tag.
 pub fn put_command_complete(buf: &mut BytesMut, tag: &str) {
     put(

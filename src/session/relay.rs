@@ -183,6 +183,13 @@ pub struct Relay<S> {
     /// ReadyForQuery messages of pgward's own preparation queries still to come; everything
     /// the server sends until then is dropped.
     discard_until_ready: usize,
+    /// CommandComplete messages still owed by the hand-over reset pgward sent ahead of the
+    /// client's messages (see [`Reset::statements`]). Until they are in, an error means the
+    /// reset failed: the connection still carries another client's state.
+    reset_owed: usize,
+    /// A Sync of the client's went out behind an unconfirmed reset. The server stops skipping
+    /// at a Sync, so the client's next message waits for the reset's answers.
+    sync_behind_reset: bool,
 
     // Transaction mode only: named prepared statements (see `prepared`).
     /// This client's named statements.
@@ -291,6 +298,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             deadline: None,
             server_state_unknown: false,
             discard_until_ready: 0,
+            reset_owed: 0,
+            sync_behind_reset: false,
             statements: ClientStatements::default(),
             replies: Replies::default(),
             segment: 0,
@@ -373,6 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         // server read the next client's bytes as its continuation.
         !self.cscan.mid_message()
             && self.discard_until_ready == 0
+            && self.reset_owed == 0
             && self.pending_syncs == 0
             && !self.extended_open
             && self.swallow_ready == 0
@@ -726,6 +736,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         len: usize,
         fwd: &mut usize,
     ) -> Result<(Step, bool), SessionEnd> {
+        if self.sync_behind_reset && self.reset_owed > 0 && tag != b'X' {
+            // Had the reset failed, the server would skip the client's messages only up to
+            // its Sync: what follows waits until the reset is confirmed (resumed when that
+            // Sync is answered, after the reset's own answers).
+            return Ok((Step::Pause, false));
+        }
         if (self.skip_until_sync || self.replies.skipping_until_sync())
             && tag != b'S'
             && tag != b'X'
@@ -1602,6 +1618,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 if self.pending_syncs == 0 {
                     self.busy_since = Some(std::time::Instant::now());
                 }
+                if self.reset_owed > 0 {
+                    self.sync_behind_reset = true;
+                }
                 self.pending_syncs += 1;
                 self.pending_kinds.push_back(SyncKind::Sync);
                 self.extended_open = false;
@@ -1781,6 +1800,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     return Err(SessionEnd::ClientError(ClientError::ServerConnectionLost));
                 }
             };
+            if self.reset_owed > 0 {
+                // Answers to the hand-over reset: never the client's.
+                let len = match chunk {
+                    Chunk::Passthrough { len, .. } => len,
+                    Chunk::Whole(f) => {
+                        if f.tag == b'C' {
+                            self.reset_owed -= 1;
+                        } else if f.tag == b'E' {
+                            // The server now skips everything the client sent behind the
+                            // reset, up to a Sync, and nothing after that Sync was sent (see
+                            // `sync_behind_reset`): close the connection before anything
+                            // else reaches it.
+                            let body = &server.buf[pos + 5..pos + f.len];
+                            let e = msg::decode_error(body).unwrap_or_default();
+                            tracing::error!(
+                                code = e.code,
+                                message = e.message,
+                                "the hand-over reset failed; the connection is closed and the client's session ends"
+                            );
+                            self.server_state_unknown = true;
+                            return Err(SessionEnd::ClientError(ClientError::ServerResetFailed));
+                        }
+                        f.len
+                    }
+                };
+                self.cout.extend_from_slice(&server.buf[fwd..pos]);
+                pos += len;
+                fwd = pos;
+                continue;
+            }
             if self.discard_until_ready > 0 {
                 // Answers to pgward's own preparation queries: never the client's.
                 let len = match chunk {
@@ -2020,24 +2069,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             i.set_server(Some(guard.id));
         }
         // The preparation is pipelined in front of the client's messages: no extra round
-        // trip; its answers are dropped until its ReadyForQuery messages have passed.
+        // trip; its answers are dropped (see `process_server_inner`).
         let handover = guard.last_client != Some(self.cancel.key.pid);
         let reset = handover && self.pool.database.reset_on_handover;
-        if discards(&guard, reset) {
-            // DISCARD ALL comes first in the preparation: it drops every prepared statement.
-            guard.prepared.clear();
-        }
-        let queries = preparation_queries(&guard, &self.params, reset);
-        if !queries.is_empty() {
+        let prep = Preparation::of(&guard, &self.params, reset);
+        if prep.reset.is_some() || prep.settings.is_some() {
             // Staged in front of whatever this batch sends: one write (one syscall) carries
             // the preparation and the client's first messages.
-            let mut out = BytesMut::with_capacity(64 + self.sout.len());
-            for q in &queries {
-                msg::put_query(&mut out, q);
+            let mut out = BytesMut::with_capacity(128 + self.sout.len());
+            if let Some(r) = prep.reset {
+                if r == Reset::DiscardAll {
+                    guard.prepared.clear();
+                }
+                // Fail closed: if the reset fails, the server skips the client's messages
+                // behind it (no Sync in between), and the session ends before anything else
+                // is sent (see `reset_owed`).
+                for q in r.statements() {
+                    msg::put_unnamed_execute(&mut out, q);
+                }
+                self.reset_owed = r.statements().len();
+                self.sync_behind_reset = false;
+            }
+            if let Some(settings) = &prep.settings {
+                msg::put_query(&mut out, settings);
+                self.discard_until_ready = 1;
             }
             out.extend_from_slice(&self.sout);
             self.sout = out;
-            self.discard_until_ready = queries.len();
             guard.dirty = false;
             guard.applied = Some(Arc::clone(&self.params));
         }
@@ -2109,6 +2167,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             let _ = self.client.shutdown().await;
         }
         if self.server_state_unknown
+            // Whether the reset ran is unknown; if it failed, the server is skipping.
+            || self.reset_owed > 0
             || matches!(
                 end,
                 SessionEnd::ClientError(ClientError::ServerConnectionLost)
@@ -2209,24 +2269,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
     }
 }
 
-/// Prepares a server for a client: resets what another client left, applies this client's
-/// session state when the server carries different state.
+/// Prepares a server for a client and waits for the answers (at login): resets what another
+/// client left, applies this client's session state when the server carries different state.
 pub async fn prepare_server(
     server: &mut PoolGuard,
     params: &Arc<SessionParams>,
     reset: bool,
 ) -> Result<(), ServerError> {
-    if discards(server, reset) {
+    let prep = Preparation::of(server, params, reset);
+    if prep.reset == Some(Reset::DiscardAll) {
         server.prepared.clear();
     }
-    let queries = preparation_queries(server, params, reset);
+    let mut queries = Vec::new();
+    if let Some(r) = prep.reset {
+        queries.push(r.query());
+    }
+    if let Some(s) = &prep.settings {
+        queries.push(s.as_str());
+    }
     if queries.is_empty() {
         return Ok(());
     }
-    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
     // Until it succeeds, the state is unknown.
     server.dirty = true;
-    let status = server.run_queries(&refs).await?;
+    let status = server.run_queries(&queries).await?;
     if status != TxStatus::Idle {
         return Err(ServerError::Protocol(
             "server in a transaction after reset".into(),
@@ -2237,51 +2303,96 @@ pub async fn prepare_server(
     Ok(())
 }
 
-/// Whether the preparation of `server` starts with `DISCARD ALL` (the caller then forgets the
-/// server's prepared statements): when it may carry state pgward cannot describe, and as the
-/// hand-over reset of a server that holds none of pgward's prepared statements.
-///
-/// As a reset, DISCARD ALL is one statement where `RESET ALL; RESET ROLE` is two (RESET ALL
-/// leaves the role alone), and each statement costs the server about as much as a pgbench
-/// select-only query (~15 us of backend CPU here). It also drops what RESET leaves: temporary
-/// tables, session advisory locks, LISTENs, WITH HOLD cursors. A server that holds prepared
-/// statements gets the two RESETs instead, so its statements survive the hand-over.
-fn discards(server: &PoolGuard, reset: bool) -> bool {
-    server.dirty || (reset && server.prepared.is_empty())
+/// What removes another client's state from a server connection before a client uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    /// Everything: settings, role, prepared statements, temporary tables, session advisory
+    /// locks, LISTENs, WITH HOLD cursors. One statement.
+    DiscardAll,
+    /// Settings and role; pgward's prepared statements on the connection survive.
+    SettingsAndRole,
+    /// The settings another client SET (no hand-over reset asked for: the role and what
+    /// functions did are not reset).
+    Settings,
 }
 
-/// What makes `server` carry exactly `params`: `DISCARD ALL` if [`discards`] says so; else a
-/// reset if it changes hands and `reset` asks for it (settings changed inside functions are
-/// invisible to pgward, so only a reset guarantees another client's settings are gone); then
-/// this client's startup parameters and SETs.
-fn preparation_queries(server: &PoolGuard, params: &SessionParams, reset: bool) -> Vec<String> {
-    let mut queries = Vec::new();
-    let same = server
-        .applied
-        .as_ref()
-        .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
-    // The reset is a Query of its own: in one string with the client's SETs, a failing SET
-    // would roll the reset back with it (a multi-statement Query is one transaction), and
-    // DISCARD ALL refuses to run inside one.
-    if discards(server, reset) {
-        queries.push("DISCARD ALL".to_string());
-    } else if reset {
-        queries.push("RESET ALL;\nRESET ROLE".to_string());
-    } else if same {
-        return queries;
-    } else if !server.applied.as_ref().is_some_and(|a| a.is_default()) {
-        queries.push("RESET ALL".to_string());
+impl Reset {
+    /// As one Query, when pgward waits for its answer before anything else is sent.
+    fn query(self) -> &'static str {
+        match self {
+            Reset::DiscardAll => "DISCARD ALL",
+            Reset::SettingsAndRole => "RESET ALL;\nRESET ROLE",
+            Reset::Settings => "RESET ALL",
+        }
     }
-    let mut combined = String::new();
-    for q in params.apply_statements() {
-        combined.push_str(&q);
-        // A newline first: a client's SET may end in a `--` comment.
-        combined.push_str("\n;\n");
+
+    /// As Parse/Bind/Execute messages without a Sync, sent ahead of the client's messages in
+    /// the same write (see [`Relay::acquire_server`]): should one fail, the server skips
+    /// everything behind it up to the next Sync. Each ends in its own commit, so nothing the
+    /// client sends after can roll it back: DISCARD ALL commits at once; the RESETs run in a
+    /// block of their own (in an implicit one they would join the client's first transaction,
+    /// and its ROLLBACK would undo them).
+    fn statements(self) -> &'static [&'static str] {
+        match self {
+            Reset::DiscardAll => &["DISCARD ALL"],
+            Reset::SettingsAndRole => &["BEGIN", "RESET ALL", "RESET ROLE", "COMMIT"],
+            Reset::Settings => &["BEGIN", "RESET ALL", "COMMIT"],
+        }
     }
-    if !combined.is_empty() {
-        queries.push(combined);
+}
+
+/// What makes a server connection carry exactly one client's session state.
+#[derive(Debug)]
+struct Preparation {
+    reset: Option<Reset>,
+    /// This client's startup parameters and SETs, as one Query.
+    settings: Option<String>,
+}
+
+impl Preparation {
+    /// `DISCARD ALL` when the server may carry state pgward cannot describe (`dirty`), and as
+    /// the hand-over reset (`reset`) of a server that holds none of pgward's prepared
+    /// statements; the two RESETs for one that holds some, so its statements survive. Settings
+    /// changed inside functions are invisible to pgward, so only a reset guarantees another
+    /// client's settings are gone. Without one, `RESET ALL` when the server carries another
+    /// client's SETs. Then this client's startup parameters and SETs.
+    ///
+    /// As a reset, DISCARD ALL is one statement where `RESET ALL; RESET ROLE` is two (RESET
+    /// ALL leaves the role alone), and each statement costs the server about as much as a
+    /// pgbench select-only query (~15 us of backend CPU here).
+    fn of(server: &PoolGuard, params: &SessionParams, reset: bool) -> Preparation {
+        let same = server
+            .applied
+            .as_ref()
+            .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
+        let reset = if server.dirty || (reset && server.prepared.is_empty()) {
+            Some(Reset::DiscardAll)
+        } else if reset {
+            Some(Reset::SettingsAndRole)
+        } else if same {
+            return Preparation {
+                reset: None,
+                settings: None,
+            };
+        } else if !server.applied.as_ref().is_some_and(|a| a.is_default()) {
+            Some(Reset::Settings)
+        } else {
+            None
+        };
+        // The settings are a Query of their own: in one string with the reset, a failing SET
+        // would roll the reset back with it (a multi-statement Query is one transaction), and
+        // DISCARD ALL refuses to run inside one.
+        let mut combined = String::new();
+        for q in params.apply_statements() {
+            combined.push_str(&q);
+            // A newline first: a client's SET may end in a `--` comment.
+            combined.push_str("\n;\n");
+        }
+        Preparation {
+            reset,
+            settings: (!combined.is_empty()).then_some(combined),
+        }
     }
-    queries
 }
 
 enum Decision {
