@@ -24,6 +24,12 @@ use crate::config::{BackendLogin, Database, PoolSettings};
 use crate::tls::backend::BackendTls;
 pub use connection::{BackendKey, ServerConn, ServerError};
 
+/// A server connection as the pool hands it around: boxed once when opened, so a checkout, a
+/// hand-over to a waiter and a release move a pointer, not the ~270-byte connection (they
+/// moved it about nine times per checkout: ~2.7% of pgward's instructions in a select-only
+/// run, callgrind).
+type Conn = Box<ServerConn>;
+
 /// Which pool a client uses: clients that map to the same backend role on the same database share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -55,11 +61,11 @@ pub struct PoolStats {
 struct PoolState {
     /// Idle connections; the most recently used is last (LIFO keeps a warm working set and lets
     /// the rest age out).
-    idle: Vec<ServerConn>,
+    idle: Vec<Conn>,
     /// Idle + checked out + being opened.
     total: usize,
     /// Clients waiting, in arrival order.
-    waiters: VecDeque<oneshot::Sender<ServerConn>>,
+    waiters: VecDeque<oneshot::Sender<Conn>>,
 }
 
 pub struct Pool {
@@ -190,12 +196,10 @@ impl Pool {
             if self.closed.load(Ordering::Acquire) {
                 return Err(CheckoutError::Closed);
             }
-            // Lives on the stack for one checkout; boxing would cost an allocation per checkout.
-            #[allow(clippy::large_enum_variant)]
             enum Next {
-                Ready(ServerConn),
+                Ready(Conn),
                 Open,
-                Wait(oneshot::Receiver<ServerConn>),
+                Wait(oneshot::Receiver<Conn>),
             }
             let mut stale = Vec::new();
             let next = {
@@ -230,7 +234,7 @@ impl Pool {
                     }
                 }
             };
-            stale.into_iter().for_each(ServerConn::close);
+            stale.into_iter().for_each(|c| c.close());
             match next {
                 Next::Ready(conn) => return Ok(self.guard(conn)),
                 Next::Open => {
@@ -285,7 +289,7 @@ impl Pool {
         }
     }
 
-    fn guard(self: &Arc<Self>, mut conn: ServerConn) -> PoolGuard {
+    fn guard(self: &Arc<Self>, mut conn: Conn) -> PoolGuard {
         conn.last_used = Instant::now();
         PoolGuard {
             pool: Arc::clone(self),
@@ -293,7 +297,7 @@ impl Pool {
         }
     }
 
-    async fn open(&self) -> Result<ServerConn, ServerError> {
+    async fn open(&self) -> Result<Conn, ServerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _connecting = StateCount::enter(&self.opening);
         let conn = ServerConn::connect(
@@ -314,7 +318,7 @@ impl Pool {
                 tracing::warn!(pool = ?self.key, error = %e, "opening a server connection failed")
             }
         }
-        conn
+        conn.map(Box::new)
     }
 
     /// A connection slot was given up (failed open, discard): if clients are waiting, open a
@@ -347,7 +351,7 @@ impl Pool {
     }
 
     /// Returns a clean connection: to the first live waiter, else to the idle list.
-    fn checkin(self: &Arc<Self>, mut conn: ServerConn) {
+    fn checkin(self: &Arc<Self>, mut conn: Conn) {
         let now = Instant::now();
         if self.closed.load(Ordering::Acquire) || conn.expired(now) {
             self.discard(conn);
@@ -364,7 +368,7 @@ impl Pool {
         s.idle.push(conn);
     }
 
-    fn discard(self: &Arc<Self>, conn: ServerConn) {
+    fn discard(self: &Arc<Self>, conn: Conn) {
         conn.close();
         self.forget_one();
     }
@@ -419,7 +423,7 @@ impl Pool {
             s.total += want;
             (stale, want)
         };
-        stale.into_iter().for_each(ServerConn::close);
+        stale.into_iter().for_each(|c| c.close());
         for _ in 0..to_open {
             match self.open().await {
                 Ok(c) => self.checkin(c),
@@ -459,7 +463,7 @@ impl Pool {
             s.total -= idle.len();
             idle
         };
-        idle.into_iter().for_each(ServerConn::close);
+        idle.into_iter().for_each(|c| c.close());
     }
 }
 
@@ -494,7 +498,7 @@ impl Drop for Reservation<'_> {
 /// cancelled checkout), it closes the channel and checks such a connection back in.
 struct WaitTicket<'a> {
     pool: &'a Arc<Pool>,
-    rx: Option<oneshot::Receiver<ServerConn>>,
+    rx: Option<oneshot::Receiver<Conn>>,
 }
 
 impl Drop for WaitTicket<'_> {
@@ -512,7 +516,7 @@ impl Drop for WaitTicket<'_> {
 /// release closes it, because only the session knows whether it is clean.
 pub struct PoolGuard {
     pool: Arc<Pool>,
-    conn: Option<ServerConn>,
+    conn: Option<Conn>,
 }
 
 impl PoolGuard {
@@ -561,12 +565,12 @@ impl Deref for PoolGuard {
     type Target = ServerConn;
     fn deref(&self) -> &ServerConn {
         // Invariant: `conn` is Some until release/discard consume the guard.
-        self.conn.as_ref().expect("PoolGuard used after release")
+        self.conn.as_deref().expect("PoolGuard used after release")
     }
 }
 
 impl DerefMut for PoolGuard {
     fn deref_mut(&mut self) -> &mut ServerConn {
-        self.conn.as_mut().expect("PoolGuard used after release")
+        self.conn.as_deref_mut().expect("PoolGuard used after release")
     }
 }
