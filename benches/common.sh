@@ -29,7 +29,7 @@ PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-800}
 BENCH_PORT_BASE=${BENCH_PORT_BASE:-$((21000 + RANDOM % 8000))}
 
 STATE=""          # /tmp/pgward-bench.XXXXXX: configs, logs, the cluster
-PG_BIN="" PSQL="" PGBENCH="" PGWARD_BIN="" PGBOUNCER_BIN=""
+PG_BIN="" PSQL="" PGBENCH="" PGWARD_BIN="" PGBOUNCER_BIN="" NULL_RELAY_BIN=""
 BENCH_PASSWORD=""
 BENCH_VERIFIER=""
 declare -A PORT_OF=()       # target name -> client port
@@ -174,6 +174,30 @@ build_pgward() {
     (cd "$REPO" && cargo "${args[@]}") || die "cargo ${args[*]} failed"
     PGWARD_BIN=$TARGET_DIR/$dir/pgward
     [ -x "$PGWARD_BIN" ] || die "build finished but $PGWARD_BIN is missing"
+}
+
+# The bare relay (examples/null_relay.rs), built like pgward: the floor of a tokio relay.
+build_null_relay() {
+    local profile=${BUILD_PROFILE:-release} args=(build --quiet --example null_relay) dir=release
+    case $profile in
+        release) args+=(--release) ;;
+        dev) dir=debug ;;
+    esac
+    (cd "$REPO" && cargo "${args[@]}") || die "cargo ${args[*]} failed"
+    NULL_RELAY_BIN=$TARGET_DIR/$dir/examples/null_relay
+    [ -x "$NULL_RELAY_BIN" ] || die "build finished but $NULL_RELAY_BIN is missing"
+}
+
+# start_null_relay NAME: the bare relay in front of PostgreSQL (plaintext; one server connection
+# per client; the client logs in to PostgreSQL through it).
+start_null_relay() {
+    local name=$1 port log=$STATE/$1.log
+    alloc_port port
+    "$NULL_RELAY_BIN" "127.0.0.1:$port" "127.0.0.1:${PORT_OF[direct]}" >"$log" 2>&1 &
+    PID_OF[$name]=$!
+    PORT_OF[$name]=$port
+    wait_for_port "$port" "${PID_OF[$name]}" || { tail -n 20 "$log" >&2; die "$name did not start"; }
+    info "bare relay $name on 127.0.0.1:$port (pid ${PID_OF[$name]})"
 }
 
 # Soft open-files limit up to the hard one: 500 clients (and 10,000 idle ones) need it.

@@ -14,6 +14,9 @@
 #   pgward-policy    an enforced statement policy: an allowlist learned from pgbench itself
 #                    (learn mode, then `pgward allowlist build`), with replace_literals
 #   pgward-audit     [audit] statements = "all" to a file
+# and, for select-only over the simple protocol with $CLIENTS clients, a bare relay
+# (examples/null_relay.rs: copies bytes, one server connection per client, no pooling): what
+# relaying through any tokio process costs on this machine, the floor under pgward's figures.
 # Then pgbench runs every scenario against each of its targets in turn — interleaved
 # (direct, PgBouncer, pgward, … then again), ROUNDS times — and the results go to
 # $RESULTS_DIR: compare.md (median TPS, average and p99 latency, ratios to direct and to
@@ -77,7 +80,7 @@ FAILURES=0          # runs that failed and should not have
 define_scenarios() {
     local c=$CLIENTS m=$MANY_CLIENTS
     SCENARIOS=(
-        "select-only, simple, $c clients|select|simple|$c|plain|no|direct pgbouncer pgward pgward-noreset pgward-policy pgward-audit"
+        "select-only, simple, $c clients|select|simple|$c|plain|no|direct pgbouncer relay pgward pgward-noreset pgward-policy pgward-audit"
         "select-only, extended, $c clients|select|extended|$c|plain|no|direct pgbouncer pgward"
         "select-only, prepared, $c clients|select|prepared|$c|plain|no|direct pgbouncer pgward pgward-policy"
         "TPC-B-like, simple, $c clients|tpcb|simple|$c|plain|no|direct pgbouncer pgward pgward-policy pgward-audit"
@@ -146,6 +149,8 @@ replace_literals = true"
 start_targets() {
     section "Poolers"
     start_pgbouncer
+    build_null_relay
+    start_null_relay relay
     start_pgward pgward
     start_pgward pgward-noreset --db 'reset_on_handover = false'
     start_pgward pgward-policy --user 'policy = "bench"' --toml "[policies.bench]
@@ -179,7 +184,7 @@ check_audit() {
 warm_up() {
     local clients=$((CLIENTS > 2 * POOL_SIZE ? CLIENTS : 2 * POOL_SIZE)) target
     section "Warm-up (unrecorded, $clients clients)"
-    for target in direct pgbouncer pgward pgward-noreset pgward-policy pgward-audit; do
+    for target in direct pgbouncer relay pgward pgward-noreset pgward-policy pgward-audit; do
         pgbench_to "$target" disable -n -S -c "$clients" -j "$JOBS" -T 3 >"$STATE/warmup-$target.log" 2>&1 ||
             { tail -n 5 "$STATE/warmup-$target.log" >&2; die "warm-up against $target failed"; }
     done

@@ -15,6 +15,7 @@ from collections import OrderedDict
 TARGET_NAMES = {
     "direct": "PostgreSQL direct",
     "pgbouncer": "PgBouncer",
+    "relay": "bare relay (examples/null_relay: copies bytes, no pooling)",
     "pgward": "pgward",
     "pgward-noreset": "pgward, reset_on_handover = false",
     "pgward-policy": "pgward, policy enforce (allowlist)",
@@ -23,6 +24,7 @@ TARGET_NAMES = {
 COLORS = {
     "direct": "#8c8c8c",
     "pgbouncer": "#4c72b0",
+    "relay": "#b0b0b0",
     "pgward": "#dd8452",
     "pgward-noreset": "#f2b482",
     "pgward-policy": "#55a868",
