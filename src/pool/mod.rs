@@ -571,6 +571,8 @@ impl Deref for PoolGuard {
 
 impl DerefMut for PoolGuard {
     fn deref_mut(&mut self) -> &mut ServerConn {
-        self.conn.as_deref_mut().expect("PoolGuard used after release")
+        self.conn
+            .as_deref_mut()
+            .expect("PoolGuard used after release")
     }
 }
