@@ -1800,52 +1800,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                     return Err(SessionEnd::ClientError(ClientError::ServerConnectionLost));
                 }
             };
-            if self.reset_owed > 0 {
-                // Answers to the hand-over reset: never the client's.
+            if self.reset_owed > 0 || self.discard_until_ready > 0 {
+                // Answers to pgward's own messages ahead of the client's (the hand-over reset,
+                // then the client's settings): never the client's.
                 let len = match chunk {
                     Chunk::Passthrough { len, .. } => len,
                     Chunk::Whole(f) => {
-                        if f.tag == b'C' {
-                            self.reset_owed -= 1;
-                        } else if f.tag == b'E' {
-                            // The server now skips everything the client sent behind the
-                            // reset, up to a Sync, and nothing after that Sync was sent (see
-                            // `sync_behind_reset`): close the connection before anything
-                            // else reaches it.
-                            let body = &server.buf[pos + 5..pos + f.len];
-                            let e = msg::decode_error(body).unwrap_or_default();
-                            tracing::error!(
-                                code = e.code,
-                                message = e.message,
-                                "the hand-over reset failed; the connection is closed and the client's session ends"
-                            );
-                            self.server_state_unknown = true;
-                            return Err(SessionEnd::ClientError(ClientError::ServerResetFailed));
-                        }
-                        f.len
-                    }
-                };
-                self.cout.extend_from_slice(&server.buf[fwd..pos]);
-                pos += len;
-                fwd = pos;
-                continue;
-            }
-            if self.discard_until_ready > 0 {
-                // Answers to pgward's own preparation queries: never the client's.
-                let len = match chunk {
-                    Chunk::Passthrough { len, .. } => len,
-                    Chunk::Whole(f) => {
-                        if f.tag == b'Z' {
-                            self.discard_until_ready -= 1;
-                        } else if f.tag == b'E' {
-                            let body = &server.buf[pos + 5..pos + f.len];
-                            let e = msg::decode_error(body).unwrap_or_default();
-                            tracing::warn!(
-                                code = e.code,
-                                message = e.message,
-                                "re-applying a client's session settings failed; the connection will be reset after use"
-                            );
-                            server.dirty = true;
+                        let body = &server.buf[pos + 5..pos + f.len];
+                        match f.tag {
+                            b'C' if self.reset_owed > 0 => self.reset_owed -= 1,
+                            b'E' if self.reset_owed > 0 => {
+                                // The server now skips everything the client sent behind the
+                                // reset, up to a Sync, and nothing after that Sync was sent
+                                // (see `sync_behind_reset`): close the connection before
+                                // anything else reaches it.
+                                let e = msg::decode_error(body).unwrap_or_default();
+                                tracing::error!(
+                                    code = e.code,
+                                    message = e.message,
+                                    "the hand-over reset failed; the connection is closed and the client's session ends"
+                                );
+                                self.server_state_unknown = true;
+                                return Err(SessionEnd::ClientError(
+                                    ClientError::ServerResetFailed,
+                                ));
+                            }
+                            _ if self.reset_owed > 0 => {}
+                            b'Z' => self.discard_until_ready -= 1,
+                            b'E' => {
+                                let e = msg::decode_error(body).unwrap_or_default();
+                                tracing::warn!(
+                                    code = e.code,
+                                    message = e.message,
+                                    "re-applying a client's session settings failed; the connection will be reset after use"
+                                );
+                                server.dirty = true;
+                            }
+                            _ => {}
                         }
                         f.len
                     }
@@ -2084,9 +2075,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 // Fail closed: if the reset fails, the server skips the client's messages
                 // behind it (no Sync in between), and the session ends before anything else
                 // is sent (see `reset_owed`).
-                for q in r.statements() {
-                    msg::put_unnamed_execute(&mut out, q);
-                }
+                out.extend_from_slice(r.messages());
                 self.reset_owed = r.statements().len();
                 self.sync_behind_reset = false;
             }
@@ -2338,6 +2327,19 @@ impl Reset {
             Reset::SettingsAndRole => &["BEGIN", "RESET ALL", "RESET ROLE", "COMMIT"],
             Reset::Settings => &["BEGIN", "RESET ALL", "COMMIT"],
         }
+    }
+
+    /// [`Reset::statements`] encoded, once per process: they go out at nearly every hand-over.
+    fn messages(self) -> &'static [u8] {
+        static ENCODED: [std::sync::OnceLock<Vec<u8>>; 3] =
+            [const { std::sync::OnceLock::new() }; 3];
+        ENCODED[self as usize].get_or_init(|| {
+            let mut out = BytesMut::new();
+            for q in self.statements() {
+                msg::put_unnamed_execute(&mut out, q);
+            }
+            out.to_vec()
+        })
     }
 }
 
