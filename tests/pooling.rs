@@ -386,3 +386,53 @@ async fn temp_tables_and_advisory_locks_made_in_code_do_not_reach_the_next_clien
         "0"
     );
 }
+
+/// An idle pool gives a client back the connection it used last. That connection carries only
+/// this client's own state, so no reset is owed: what the client's code left there is still
+/// there for it (as on a connection of its own), and another client never sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_gets_its_own_connection_back_from_an_idle_pool() {
+    let env = TestEnv::with(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    env.pg.superuser_sql_in(
+        "appdb",
+        "CREATE FUNCTION public.tag(t text) RETURNS text LANGUAGE sql AS $$ SELECT set_config('app.tag', t, false) $$",
+    );
+    let a = env.client("appdb").await;
+    let b = env.client("appdb").await;
+    // Two connections: A holds one in a transaction while B needs one.
+    a.batch_execute("BEGIN").await.expect("begin");
+    let pid_a = one_value(&a, "SELECT pg_backend_pid()").await;
+    let pid_b = one_value(&b, "SELECT pg_backend_pid()").await;
+    assert_ne!(pid_a, pid_b, "B waited for A's connection");
+    assert_eq!(one_value(&a, "SELECT public.tag('A')").await, "A");
+    a.batch_execute("COMMIT").await.expect("commit");
+    // A's connection is now the most recently used idle one; B still gets its own.
+    assert_eq!(one_value(&b, "SELECT public.tag('B')").await, "B");
+    // (No string or word here may look like session state to pgward's classifier, which
+    // would reset the connection anyway.)
+    let tag = "SELECT coalesce(current_setting('app.tag', true), '<none>')";
+    for round in 0..3 {
+        assert_eq!(
+            one_value(&a, "SELECT pg_backend_pid()").await,
+            pid_a,
+            "round {round}"
+        );
+        assert_eq!(one_value(&a, tag).await, "A", "round {round}");
+        assert_eq!(
+            one_value(&b, "SELECT pg_backend_pid()").await,
+            pid_b,
+            "round {round}"
+        );
+        assert_eq!(one_value(&b, tag).await, "B", "round {round}");
+    }
+    // When the connection does change hands, the reset still runs: C gets one of the two.
+    let c = env.client("appdb").await;
+    let seen = one_value(&c, tag).await;
+    assert!(
+        seen.is_empty() || seen == "<none>",
+        "another client's tag reached C: {seen}"
+    );
+}

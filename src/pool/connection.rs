@@ -86,8 +86,11 @@ pub struct ServerConn {
     pub applied: Option<Arc<SessionParams>>,
     /// Session state pgward cannot describe may be present: reset before anyone else uses it.
     pub dirty: bool,
-    /// The client (its cancel key's pid) that used this connection last.
-    pub last_client: Option<i32>,
+    /// The session (its id, unique in the process and never reused) whose state this
+    /// connection may carry; `None` when it carries nobody's (fresh, or `DISCARD ALL` ran at
+    /// release). A cancel key's pid would not do: it is random, and a new session may draw the
+    /// pid of one that left, and so skip the reset of what that one left behind.
+    pub last_client: Option<u64>,
     /// The named statements pgward prepared on this connection (transaction mode).
     pub prepared: crate::session::prepared::ServerStatements,
 }

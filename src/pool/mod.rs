@@ -60,8 +60,9 @@ pub struct PoolStats {
 #[derive(Debug, Default)]
 struct PoolState {
     /// Idle connections; the most recently used is last (LIFO keeps a warm working set and lets
-    /// the rest age out).
-    idle: Vec<Conn>,
+    /// the rest age out). Each with its id beside it, so that a checkout finds a client's
+    /// previous connection without reading every boxed connection.
+    idle: Vec<(u64, Conn)>,
     /// Idle + checked out + being opened.
     total: usize,
     /// Clients waiting, in arrival order.
@@ -152,7 +153,7 @@ impl Pool {
 
     /// Ids of the idle connections (admin console).
     pub fn idle_ids(&self) -> Vec<u64> {
-        self.lock().idle.iter().map(|c| c.id).collect()
+        self.lock().idle.iter().map(|(id, _)| *id).collect()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -167,8 +168,19 @@ impl Pool {
     /// Waits for a connection: an idle one, a new one if the pool has room, or the next one
     /// released, in arrival order. Gives up after the pool's checkout timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, CheckoutError> {
+        self.checkout_preferring(None).await
+    }
+
+    /// [`Pool::checkout`], taking the idle connection with id `prefer` when there is one (a
+    /// client's previous connection: it carries only that client's state, so no reset is
+    /// owed), else the most recently used. Only when nobody waits: the preference never jumps
+    /// the queue.
+    pub async fn checkout_preferring(
+        self: &Arc<Self>,
+        prefer: Option<u64>,
+    ) -> Result<PoolGuard, CheckoutError> {
         let started = Instant::now();
-        let r = self.checkout_inner().await;
+        let r = self.checkout_inner(prefer).await;
         match &r {
             Ok(_) => {
                 let waited = started.elapsed();
@@ -189,7 +201,10 @@ impl Pool {
         r
     }
 
-    async fn checkout_inner(self: &Arc<Self>) -> Result<PoolGuard, CheckoutError> {
+    async fn checkout_inner(
+        self: &Arc<Self>,
+        prefer: Option<u64>,
+    ) -> Result<PoolGuard, CheckoutError> {
         let timeout = self.settings.checkout_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -211,7 +226,11 @@ impl Pool {
                 let mut found = None;
                 if s.waiters.is_empty() {
                     let now = Instant::now();
-                    while let Some(c) = s.idle.pop() {
+                    // From the top: an unsaturated pool keeps a client's connection near it.
+                    let mut preferred = prefer
+                        .and_then(|p| s.idle.iter().rposition(|(id, _)| *id == p))
+                        .map(|i| s.idle.remove(i));
+                    while let Some((_, c)) = preferred.take().or_else(|| s.idle.pop()) {
                         if c.expired(now) || c.is_broken() {
                             s.total -= 1;
                             stale.push(c);
@@ -365,7 +384,7 @@ impl Pool {
                 Err(back) => conn = back,
             }
         }
-        s.idle.push(conn);
+        s.idle.push((conn.id, conn));
     }
 
     fn discard(self: &Arc<Self>, conn: Conn) {
@@ -405,14 +424,14 @@ impl Pool {
             // Oldest-used first, so the survivors are the warm ones.
             let idle = std::mem::take(&mut s.idle);
             let mut remaining = idle.len();
-            for c in idle {
+            for (id, c) in idle {
                 let idle_too_long = idle_timeout
                     .is_some_and(|t| now.duration_since(c.last_used) >= t && remaining > min_idle);
                 if c.expired(now) || idle_too_long || c.is_broken() {
                     stale.push(c);
                     remaining -= 1;
                 } else {
-                    keep.push(c);
+                    keep.push((id, c));
                 }
             }
             s.idle = keep;
@@ -463,7 +482,7 @@ impl Pool {
             s.total -= idle.len();
             idle
         };
-        idle.into_iter().for_each(|c| c.close());
+        idle.into_iter().for_each(|(_, c)| c.close());
     }
 }
 

@@ -376,13 +376,18 @@ where
     if io::send_all(&mut stream, &out).await.is_err() {
         return None;
     }
+    let sid = app.sessions.next_sid();
     let mut server = server;
+    if let Some(s) = server.as_mut() {
+        s.last_client = Some(sid);
+    }
+    let mut login_server = None;
     // Transaction mode: the login connection goes back right away; session mode keeps it.
     if pool.settings().mode == PoolMode::Transaction {
         if let Some(mut s) = server.take() {
-            s.applied = Some(Arc::clone(&params));
             // Prepared for this client at login: its next transaction needs no reset.
-            s.last_client = Some(cancel.key.pid);
+            s.applied = Some(Arc::clone(&params));
+            login_server = Some(s.id);
             s.release();
         }
     } else if let Some(s) = &server {
@@ -399,7 +404,7 @@ where
     );
     tracing::debug!(parent: &span, "session started");
     let registered = app.sessions.register(
-        app.sessions.next_sid(),
+        sid,
         registry::NewSession {
             peer,
             user: user_name.clone(),
@@ -461,6 +466,7 @@ where
         .with_deadline(cert_expires)
         .with_policy(policy, &user_name)
         .routed_at(generation)
+        .after_login_on(login_server)
         .with_info(Arc::clone(&registered.info), gauge, audit_ctx);
     Some(LoggedIn {
         relay: Box::new(relay),

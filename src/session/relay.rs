@@ -237,6 +237,9 @@ pub struct Relay<S> {
     revoked: std::collections::HashMap<String, ClientError>,
     /// Transaction mode: the pool a reload routes this session to, used from the next checkout.
     next_pool: Option<Arc<Pool>>,
+    /// The id of the server connection this client used last: asked for first at the next
+    /// checkout, since it needs no reset when nobody used it in between.
+    last_server: Option<u64>,
 }
 
 /// What audit events of one session carry.
@@ -322,7 +325,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             generation: 0,
             revoked: std::collections::HashMap::new(),
             next_pool: None,
+            last_server: None,
         }
+    }
+
+    /// The server connection the login used (transaction mode: back in the pool already).
+    pub fn after_login_on(mut self, server: Option<u64>) -> Self {
+        self.last_server = server;
+        self
     }
 
     /// The configuration generation the session's pool and policy were chosen from.
@@ -2026,7 +2036,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.max_statement_bytes = pool.database.max_client_statement_bytes;
             self.pool = pool;
         }
-        let mut checked_out = self.pool.checkout().await;
+        let mut checked_out = self.pool.checkout_preferring(self.last_server).await;
         if matches!(checked_out, Err(CheckoutError::Closed))
             && !self.app.shutdown.is_cancelled()
             && self.generation != self.app.generation()
@@ -2038,7 +2048,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.max_statement_bytes = pool.database.max_client_statement_bytes;
                 self.pool = pool;
             }
-            checked_out = self.pool.checkout().await;
+            checked_out = self.pool.checkout_preferring(self.last_server).await;
         }
         self.set_state(if checked_out.is_ok() {
             ClientState::Active
@@ -2061,7 +2071,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         }
         // The preparation is pipelined in front of the client's messages: no extra round
         // trip; its answers are dropped (see `process_server_inner`).
-        let handover = guard.last_client != Some(self.cancel.key.pid);
+        // No client used a fresh connection; the same client (session ids are never reused in
+        // a process) with nobody in between finds only its own state. Without an id, always a
+        // hand-over.
+        let sid = self.info.as_ref().map(|i| i.sid);
+        let handover = guard.last_client.is_some_and(|last| sid != Some(last));
         let reset = handover && self.pool.database.reset_on_handover;
         let prep = Preparation::of(&guard, &self.params, reset);
         if prep.reset.is_some() || prep.settings.is_some() {
@@ -2088,7 +2102,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             guard.dirty = false;
             guard.applied = Some(Arc::clone(&self.params));
         }
-        guard.last_client = Some(self.cancel.key.pid);
+        guard.last_client = sid;
+        self.last_server = Some(guard.id);
         self.cancel.slot.attach(guard.key.clone());
         self.server = Some(guard);
         self.tx_status = TxStatus::Idle;
@@ -2134,6 +2149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 Ok(Ok(TxStatus::Idle)) => {
                     guard.dirty = false;
                     guard.applied = Some(Arc::new(SessionParams::default()));
+                    // As clean as a fresh connection: the next client owes no reset.
+                    guard.last_client = None;
                 }
                 _ => {
                     guard.discard();
