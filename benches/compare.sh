@@ -32,6 +32,8 @@
 #   DURATION [10]*         seconds per pgbench run (plus 1 s, and 1 s per 30 clients, to connect)
 #   CLIENTS [50]*          clients of most scenarios
 #   MANY_CLIENTS [500]*    clients of the "many clients" scenarios
+#   FEW_CLIENTS [10]*      clients of the scenario with fewer clients than the pool has
+#                          connections (no waiting: each client gets its own connection back)
 #   JOBS [2]               pgbench threads (-j)
 #   SCALE [10]*            pgbench scale factor (pgbench -i -s)
 #   POOL_SIZE [20]         pool size of both poolers
@@ -56,12 +58,12 @@ esac
 
 if [ "$SMOKE" = 1 ]; then
     ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-2} CLIENTS=${CLIENTS:-8}
-    MANY_CLIENTS=${MANY_CLIENTS:-40} SCALE=${SCALE:-1}
+    MANY_CLIENTS=${MANY_CLIENTS:-40} FEW_CLIENTS=${FEW_CLIENTS:-4} SCALE=${SCALE:-1}
     RESULTS_DIR=${RESULTS_DIR:-$TARGET_DIR/bench-smoke}
     BUILD_PROFILE=${BUILD_PROFILE:-dev}
 else
     ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} CLIENTS=${CLIENTS:-50}
-    MANY_CLIENTS=${MANY_CLIENTS:-500} SCALE=${SCALE:-10}
+    MANY_CLIENTS=${MANY_CLIENTS:-500} FEW_CLIENTS=${FEW_CLIENTS:-10} SCALE=${SCALE:-10}
     RESULTS_DIR=${RESULTS_DIR:-$REPO/benches/results}
 fi
 JOBS=${JOBS:-2}
@@ -78,13 +80,14 @@ FAILURES=0          # runs that failed and should not have
 # One scenario per line: name | script (select: -S, tpcb: the default script) | protocol (-M) |
 # clients | plain or tls | connect per transaction (-C): yes/no | targets, in run order.
 define_scenarios() {
-    local c=$CLIENTS m=$MANY_CLIENTS
+    local c=$CLIENTS m=$MANY_CLIENTS f=$FEW_CLIENTS
     SCENARIOS=(
         "select-only, simple, $c clients|select|simple|$c|plain|no|direct pgbouncer relay pgward pgward-noreset pgward-policy pgward-audit"
         "select-only, extended, $c clients|select|extended|$c|plain|no|direct pgbouncer pgward"
         "select-only, prepared, $c clients|select|prepared|$c|plain|no|direct pgbouncer pgward pgward-policy"
         "TPC-B-like, simple, $c clients|tpcb|simple|$c|plain|no|direct pgbouncer pgward pgward-policy pgward-audit"
         "select-only, simple, $m clients|select|simple|$m|plain|no|direct pgbouncer pgward"
+        "select-only, simple, $f clients (pool not full)|select|simple|$f|plain|no|direct pgbouncer pgward pgward-noreset"
         "select-only, simple, $c clients, TLS|select|simple|$c|tls|no|direct pgbouncer pgward"
         "select-only, simple, $m clients, TLS|select|simple|$m|tls|no|direct pgbouncer pgward"
         "connect per transaction (-C), select-only, $c clients|select|simple|$c|plain|yes|direct pgbouncer pgward"

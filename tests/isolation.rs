@@ -6,7 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::pgward::{Options, RawSession, TestEnv, one_value, query_message};
+use support::pgward::{
+    APP_PASSWORD, APP_USER, Options, RawSession, TestEnv, db_message, one_value, query_message,
+    sqlstate,
+};
 use support::wire::{bind, execute, msg, parse, sync};
 
 /// Reads until ReadyForQuery; returns the tags seen.
@@ -574,18 +577,10 @@ async fn a_failing_hand_over_reset_runs_nothing_of_the_next_client() {
         pool_size: 1,
         ..Options::default()
     });
+    env.pg.superuser_sql_in("appdb", SPOIL_THE_CONNECTION);
     env.pg.superuser_sql_in(
         "appdb",
-        "CREATE FUNCTION public.spoil_the_connection() RETURNS int LANGUAGE plpgsql AS $$
-         BEGIN
-           FOR i IN 1..1000 LOOP
-             EXECUTE format('CREATE TEMP TABLE spoiled_%s (x int)', i);
-           END LOOP;
-           PERFORM set_config('pgward_test.left_by', 'the previous client', false);
-           PERFORM set_config('statement_timeout', '1', false);
-           RETURN 1;
-         END$$;
-         CREATE TABLE public.ran_after_reset (what text);
+        "CREATE TABLE public.ran_after_reset (what text);
          GRANT INSERT, SELECT ON public.ran_after_reset TO PUBLIC",
     );
     let port = env.port();
@@ -640,6 +635,49 @@ async fn a_failing_hand_over_reset_runs_nothing_of_the_next_client() {
         .await,
         ""
     );
+    assert_eq!(one_value(&c, "SHOW statement_timeout").await, "0");
+}
+
+/// A function that makes the next `DISCARD ALL` on its connection fail: it leaves a 1 ms
+/// `statement_timeout` and a thousand temporary tables, which take longer than that to drop.
+const SPOIL_THE_CONNECTION: &str =
+    "CREATE FUNCTION public.spoil_the_connection() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+           FOR i IN 1..1000 LOOP
+             EXECUTE format('CREATE TEMP TABLE spoiled_%s (x int)', i);
+           END LOOP;
+           PERFORM set_config('pgward_test.left_by', 'the previous client', false);
+           PERFORM set_config('statement_timeout', '1', false);
+           RETURN 1;
+         END$$";
+
+/// The same failing reset at login, when a client logs in on a connection another client
+/// spoiled: the login fails with 08006 saying the connection could not be reset (not that a
+/// startup parameter was refused), and the connection is closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_reset_at_login_is_reported_as_such() {
+    let env = TestEnv::with(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    env.pg.superuser_sql_in("appdb", SPOIL_THE_CONNECTION);
+    let a = env.client("appdb").await;
+    assert_eq!(
+        one_value(&a, "SELECT public.spoil_the_connection()").await,
+        "1"
+    );
+    let err = match env.try_client(APP_USER, APP_PASSWORD, "appdb").await {
+        Ok(_) => panic!("a login on the spoiled connection succeeded"),
+        Err(e) => e,
+    };
+    assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err}");
+    assert!(
+        db_message(&err).contains("could not be reset"),
+        "{}",
+        db_message(&err)
+    );
+    drop(a);
+    let c = env.client("appdb").await;
     assert_eq!(one_value(&c, "SHOW statement_timeout").await, "0");
 }
 

@@ -54,7 +54,15 @@ pub enum ServerError {
     #[error("server requested an unsupported authentication method (code {0})")]
     UnsupportedAuth(i32),
     #[error("server error {code}: {message}")]
-    Query { code: String, message: String },
+    Query {
+        code: String,
+        message: String,
+        /// Which of the statements sent together failed (0-based).
+        index: usize,
+    },
+    /// The reset of another client's state failed: the connection must not be used.
+    #[error("resetting the connection failed: {code} {message}")]
+    ResetFailed { code: String, message: String },
     #[error("TLS to the server: {0}")]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -354,8 +362,10 @@ impl ServerConn {
     }
 
     /// Reads until `count` ReadyForQuery messages have arrived.
-    pub async fn wait_ready(&mut self, mut count: usize) -> Result<TxStatus, ServerError> {
+    pub async fn wait_ready(&mut self, count: usize) -> Result<TxStatus, ServerError> {
         let mut first_error = None;
+        let total = count;
+        let mut count = count;
         let mut status = TxStatus::Idle;
         while count > 0 {
             let (tag, body) = self.read_message().await?;
@@ -371,6 +381,7 @@ impl ServerConn {
                     first_error = Some(ServerError::Query {
                         code: e.code.to_owned(),
                         message: e.message.to_owned(),
+                        index: total - count,
                     });
                 }
                 b'S' => {

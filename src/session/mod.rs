@@ -683,10 +683,12 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(e) = relay::prepare_server(&mut server, &params, reset).await {
         server.discard();
         return Err(match e {
-            crate::pool::ServerError::Query { code: _, message } => {
-                ClientError::StartupParamRefused {
-                    name: format!("value rejected by the server: {message}"),
-                }
+            crate::pool::ServerError::Query { message, .. } => ClientError::StartupParamRefused {
+                name: format!("value rejected by the server: {message}"),
+            },
+            e @ crate::pool::ServerError::ResetFailed { .. } => {
+                tracing::warn!(error = %e, "the hand-over reset failed at login; the server connection is closed");
+                ClientError::ServerResetFailed
             }
             other => {
                 tracing::warn!(error = %other, "applying startup parameters failed");

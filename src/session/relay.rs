@@ -2298,7 +2298,14 @@ pub async fn prepare_server(
     }
     // Until it succeeds, the state is unknown.
     server.dirty = true;
-    let status = server.run_queries(&queries).await?;
+    let status = server.run_queries(&queries).await.map_err(|e| match e {
+        ServerError::Query {
+            code,
+            message,
+            index: 0,
+        } if prep.reset.is_some() => ServerError::ResetFailed { code, message },
+        other => other,
+    })?;
     if status != TxStatus::Idle {
         return Err(ServerError::Protocol(
             "server in a transaction after reset".into(),
