@@ -721,4 +721,23 @@ async fn the_next_clients_rollback_does_not_undo_the_hand_over_reset() {
     assert!(!rows[0].contains("previous"), "{rows:?}");
     // A's statement survived the reset.
     assert_eq!(a.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 1);
+    // Later hand-overs only bind the reset's statements, prepared on the connection the first
+    // time: they reset as well.
+    for round in 0..2 {
+        b.send(&query_message(left_by));
+        let (errors, rows) = b.until_ready();
+        assert!(errors.is_empty(), "round {round}: {errors:?}");
+        assert!(!rows[0].contains("previous"), "round {round}: {rows:?}");
+        assert_eq!(a.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 1);
+    }
+    // A DO block (code pgward cannot read) gets the connection cleaned with DISCARD ALL when B
+    // is done, which drops the reset's statements too: the next reset prepares them again.
+    b.send(&query_message("DO $$BEGIN END$$"));
+    let (errors, _) = b.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(a.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 1);
+    b.send(&query_message(left_by));
+    let (errors, rows) = b.until_ready();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!rows[0].contains("previous"), "{rows:?}");
 }

@@ -421,6 +421,31 @@ pub fn put_unnamed_execute(buf: &mut BytesMut, sql: &str) {
     put(&Execute::new(None, 0), buf);
 }
 
+/// Bind and Execute of the prepared statement `name` in the unnamed portal, without a Sync
+/// (see [`put_unnamed_execute`]). With `sql`, the statement is first closed (harmless if the
+/// server lacks it) and prepared under `name`.
+pub fn put_named_execute(buf: &mut BytesMut, name: &str, sql: Option<&str>) {
+    use pgwire::messages::extendedquery::{Bind, Close, Execute, Parse};
+    if let Some(sql) = sql {
+        put(&Close::new(b'S', Some(name.to_owned())), buf);
+        put(
+            &Parse::new(Some(name.to_owned()), sql.to_owned(), Vec::new()),
+            buf,
+        );
+    }
+    put(
+        &Bind::new(
+            None,
+            Some(name.to_owned()),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        ),
+        buf,
+    );
+    put(&Execute::new(None, 0), buf);
+}
+
 /// CommandComplete ('C') with its command tag.
 pub fn put_command_complete(buf: &mut BytesMut, tag: &str) {
     put(

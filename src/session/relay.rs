@@ -2083,13 +2083,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             // the preparation and the client's first messages.
             let mut out = BytesMut::with_capacity(128 + self.sout.len());
             if let Some(r) = prep.reset {
+                let prepared = guard.prepared.resets_prepared & r.bit() != 0;
                 if r == Reset::DiscardAll {
                     guard.prepared.clear();
+                } else {
+                    // Should the Parse fail, the reset fails and the connection is closed.
+                    guard.prepared.resets_prepared |= r.bit();
                 }
                 // Fail closed: if the reset fails, the server skips the client's messages
                 // behind it (no Sync in between), and the session ends before anything else
                 // is sent (see `reset_owed`).
-                out.extend_from_slice(r.messages());
+                out.extend_from_slice(r.messages(prepared));
                 self.reset_owed = r.statements().len();
                 self.sync_behind_reset = false;
             }
@@ -2354,16 +2358,29 @@ impl Reset {
     }
 
     /// [`Reset::statements`] encoded, once per process: they go out at nearly every hand-over.
-    fn messages(self) -> &'static [u8] {
-        static ENCODED: [std::sync::OnceLock<Vec<u8>>; 3] =
-            [const { std::sync::OnceLock::new() }; 3];
-        ENCODED[self as usize].get_or_init(|| {
+    /// The RESETs are named statements of their own (`pgward_reset<kind>_<i>`), prepared at
+    /// their first use on a connection (`prepared` false) and only bound after; DISCARD ALL
+    /// would drop its own statement, so it is parsed each time.
+    fn messages(self, prepared: bool) -> &'static [u8] {
+        static ENCODED: [std::sync::OnceLock<Vec<u8>>; 6] =
+            [const { std::sync::OnceLock::new() }; 6];
+        ENCODED[self as usize * 2 + usize::from(prepared)].get_or_init(|| {
             let mut out = BytesMut::new();
-            for q in self.statements() {
-                msg::put_unnamed_execute(&mut out, q);
+            for (i, q) in self.statements().iter().enumerate() {
+                if self == Reset::DiscardAll {
+                    msg::put_unnamed_execute(&mut out, q);
+                } else {
+                    let name = format!("pgward_reset{}_{i}", self as usize);
+                    msg::put_named_execute(&mut out, &name, (!prepared).then_some(q));
+                }
             }
             out.to_vec()
         })
+    }
+
+    /// This kind's bit in [`ServerStatements::resets_prepared`].
+    fn bit(self) -> u8 {
+        1 << (self as u8)
     }
 }
 
