@@ -2106,7 +2106,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             guard.dirty = false;
             guard.applied = Some(Arc::clone(&self.params));
         }
-        guard.last_client = sid;
+        match sid {
+            Some(_) => guard.last_client = sid,
+            // Whose state it then carries could not be told: cleaned at release, then as fresh.
+            None => guard.dirty = true,
+        }
         self.last_server = Some(guard.id);
         self.cancel.slot.attach(guard.key.clone());
         self.server = Some(guard);
