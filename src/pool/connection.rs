@@ -364,16 +364,16 @@ impl ServerConn {
     /// Reads until `count` ReadyForQuery messages have arrived.
     pub async fn wait_ready(&mut self, count: usize) -> Result<TxStatus, ServerError> {
         let mut first_error = None;
-        let total = count;
-        let mut count = count;
+        // ReadyForQuery messages so far: also which statement an error belongs to.
+        let mut answered = 0;
         let mut status = TxStatus::Idle;
-        while count > 0 {
+        while answered < count {
             let (tag, body) = self.read_message().await?;
             match tag {
                 b'Z' => {
                     status = msg::decode_ready(&body)
                         .map_err(|e| ServerError::Protocol(e.to_string()))?;
-                    count -= 1;
+                    answered += 1;
                 }
                 b'E' if first_error.is_none() => {
                     let e = msg::decode_error(&body)
@@ -381,7 +381,7 @@ impl ServerConn {
                     first_error = Some(ServerError::Query {
                         code: e.code.to_owned(),
                         message: e.message.to_owned(),
-                        index: total - count,
+                        index: answered,
                     });
                 }
                 b'S' => {
