@@ -213,6 +213,83 @@ async fn startup_parameters_belong_to_the_client() {
     assert_eq!(one_value(&a, "SHOW client_encoding").await, "UTF8");
 }
 
+/// A server connection opened for a client carries its startup parameters as the server's own
+/// (what `RESET` returns to), so it owes that client no `SET` after a hand-over reset. It is
+/// never given to a client with other parameters: whether that client waits for it or finds
+/// it idle, it gets a connection opened without any, and its `RESET` brings back nobody's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_opened_with_a_clients_parameters_serves_no_other_client() {
+    let env = TestEnv::with(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let connect_a = || async {
+        let (a, c) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(env.port())
+            .user(support::pgward::APP_USER)
+            .password(support::pgward::APP_PASSWORD)
+            .dbname("appdb")
+            .application_name("client_a")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect a");
+        tokio::spawn(c);
+        a
+    };
+    const RESET_VAL: &str = "SELECT reset_val FROM pg_settings WHERE name = 'application_name'";
+    let x = env.client("appdb").await;
+    let a = connect_a().await;
+    // X holds the one connection so far: A's next transaction opens one with its parameters.
+    x.batch_execute("BEGIN").await.expect("x begin");
+    assert_eq!(one_value(&a, RESET_VAL).await, "client_a");
+    a.batch_execute("RESET application_name")
+        .await
+        .expect("reset");
+    assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
+    let pid_a = one_value(&a, "SELECT pg_backend_pid()").await;
+
+    // B waits for a connection; A's, released, is replaced by one opened without parameters.
+    a.batch_execute("BEGIN").await.expect("a begin");
+    let port = env.port();
+    let b = tokio::spawn(async move {
+        let conn = format!(
+            "host=127.0.0.1 port={port} user={} password={} dbname=appdb",
+            support::pgward::APP_USER,
+            support::pgward::APP_PASSWORD
+        );
+        let (b, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .expect("connect b");
+        tokio::spawn(c);
+        b
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.batch_execute("COMMIT").await.expect("a commit");
+    let b = b.await.expect("b task");
+    assert_ne!(one_value(&b, "SELECT pg_backend_pid()").await, pid_a);
+    assert_eq!(one_value(&b, "SHOW application_name").await, "");
+    assert_eq!(one_value(&b, RESET_VAL).await, "");
+    b.batch_execute("RESET ALL").await.expect("reset all");
+    assert_eq!(one_value(&b, "SHOW application_name").await, "");
+
+    // B's connection goes away; A opens one with its parameters again, and it sits idle
+    // while X holds the other: B finds it idle and gets a new one in its place.
+    let pid_b = one_value(&b, "SELECT pg_backend_pid()").await;
+    env.pg
+        .superuser_sql(&format!("SELECT pg_terminate_backend({pid_b})"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(one_value(&a, RESET_VAL).await, "client_a");
+    let pid_a = one_value(&a, "SELECT pg_backend_pid()").await;
+    assert_ne!(one_value(&b, "SELECT pg_backend_pid()").await, pid_a);
+    assert_eq!(one_value(&b, RESET_VAL).await, "");
+    b.batch_execute("RESET ALL").await.expect("reset all");
+    assert_eq!(one_value(&b, "SHOW application_name").await, "");
+    // A still gets its own value, now set on a connection opened without it.
+    assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
+    x.batch_execute("COMMIT").await.expect("x commit");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_mode_refuses_what_cannot_be_shared_and_stays_usable() {
     let env = TestEnv::start();

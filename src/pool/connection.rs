@@ -18,7 +18,7 @@ use crate::config::{BackendLogin, Target};
 use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::io::send_all;
-use crate::session::state::SessionParams;
+use crate::session::state::{ServerBase, SessionParams};
 use crate::tls::backend::BackendTls;
 
 /// Server messages during login and housekeeping are small; a larger one is a fault.
@@ -90,6 +90,8 @@ pub struct ServerConn {
     pub created: Instant,
     pub expires: Option<Instant>,
     pub last_used: Instant,
+    /// What the connection is when reset: the client startup parameters it was opened with.
+    pub base: ServerBase,
     /// The client-visible session state (startup parameters + tracked SETs) now in effect.
     pub applied: Option<Arc<SessionParams>>,
     /// Session state pgward cannot describe may be present: reset before anyone else uses it.
@@ -104,10 +106,13 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    /// Opens and logs in. The password is read from its source here, every time, so rotating the
-    /// file rotates the credential for new connections.
+    /// Opens and logs in with the startup parameters of `base` (its `reported` is filled in
+    /// here). The password is read from its source here, every time, so rotating the file
+    /// rotates the credential for new connections.
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         id: u64,
+        base: ServerBase,
         target: &Target,
         login: &BackendLogin,
         tls: Option<&Arc<BackendTls>>,
@@ -117,7 +122,7 @@ impl ServerConn {
     ) -> Result<ServerConn, ServerError> {
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(id, target, login, tls, allow_cleartext, lifetime),
+            Self::connect_inner(id, base, target, login, tls, allow_cleartext, lifetime),
         )
         .await
         .map_err(|_| ServerError::Timeout(timeout))?
@@ -125,6 +130,7 @@ impl ServerConn {
 
     async fn connect_inner(
         id: u64,
+        base: ServerBase,
         target: &Target,
         login: &BackendLogin,
         tls: Option<&Arc<BackendTls>>,
@@ -173,8 +179,9 @@ impl ServerConn {
             created: now,
             expires: lifetime.map(|l| now + jittered(l)),
             last_used: now,
-            // A fresh connection carries the server's defaults: no client state.
-            applied: Some(Arc::new(SessionParams::default())),
+            // A fresh connection carries the server's defaults and what it was opened with.
+            applied: Some(Arc::clone(&base.opened_with)),
+            base,
             dirty: false,
             last_client: None,
             prepared: Default::default(),
@@ -184,6 +191,14 @@ impl ServerConn {
         if login.read_only {
             params.push(("default_transaction_read_only", "on"));
         }
+        let opened_with = Arc::clone(&conn.base.opened_with);
+        // Only allowlisted names a logged-in client used, with values the server accepted.
+        params.extend(
+            opened_with
+                .startup
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         msg::put_startup(&mut out, &params);
         send_all(&mut conn.stream, &out).await?;
         conn.authenticate(
@@ -194,6 +209,7 @@ impl ServerConn {
         )
         .await?;
         conn.read_until_ready(&login.user).await?;
+        conn.base.record_reported(&conn.params);
         Ok(conn)
     }
 

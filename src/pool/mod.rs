@@ -21,6 +21,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::config::{BackendLogin, Database, PoolSettings};
+use crate::session::state::{ServerBase, SessionParams};
 use crate::tls::backend::BackendTls;
 pub use connection::{BackendKey, ServerConn, ServerError};
 
@@ -29,6 +30,43 @@ pub use connection::{BackendKey, ServerConn, ServerError};
 /// moved it about nine times per checkout: ~2.7% of pgward's instructions in a select-only
 /// run, callgrind).
 type Conn = Box<ServerConn>;
+
+/// The startup parameters ([`crate::session::state::BASE_PARAMS`]) a client shares with the
+/// server connections it may be given: those opened with exactly these, or with none. A
+/// connection opened with a client's parameters is given to no other client, because `RESET`
+/// there would bring back that client's values (see [`ServerBase`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClientBase {
+    pub params: Arc<SessionParams>,
+    /// The server has accepted these values (at the client's login): a connection opened for
+    /// this client is opened with them. Until then, without: a value the server refuses must
+    /// fail the client's login, not the opening of a pool connection.
+    pub accepted: bool,
+}
+
+impl ClientBase {
+    pub fn of(params: &SessionParams, accepted: bool) -> ClientBase {
+        ClientBase {
+            params: Arc::new(params.base()),
+            accepted,
+        }
+    }
+
+    /// Whether a connection opened with `base` may be given to this client.
+    fn accepts(&self, conn: &ServerConn) -> bool {
+        let base = &conn.base.opened_with;
+        base.startup.is_empty() || Arc::ptr_eq(base, &self.params) || **base == *self.params
+    }
+
+    /// What a connection opened for this client is opened with.
+    fn open_with(&self) -> Arc<SessionParams> {
+        if self.accepted {
+            Arc::clone(&self.params)
+        } else {
+            Arc::default()
+        }
+    }
+}
 
 /// Which pool a client uses: clients that map to the same backend role on the same database share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -167,20 +205,23 @@ impl Pool {
 
     /// Waits for a connection: an idle one, a new one if the pool has room, or the next one
     /// released, in arrival order. Gives up after the pool's checkout timeout.
+    /// The connection is one opened without client startup parameters.
     pub async fn checkout(self: &Arc<Self>) -> Result<PoolGuard, CheckoutError> {
-        self.checkout_preferring(None).await
+        self.checkout_preferring(None, &ClientBase::default()).await
     }
 
-    /// [`Pool::checkout`], taking the idle connection with id `prefer` when there is one (a
-    /// client's previous connection: it carries only that client's state, so no reset is
-    /// owed), else the most recently used. Only when nobody waits: the preference never jumps
-    /// the queue.
+    /// [`Pool::checkout`] for a client with startup parameters `client` (a connection opened
+    /// with other parameters is never given to it), taking the idle connection with id
+    /// `prefer` when there is one (a client's previous connection: it carries only that
+    /// client's state, so no reset is owed), else the most recently used. Only when nobody
+    /// waits: the preference never jumps the queue.
     pub async fn checkout_preferring(
         self: &Arc<Self>,
         prefer: Option<u64>,
+        client: &ClientBase,
     ) -> Result<PoolGuard, CheckoutError> {
         let started = Instant::now();
-        let r = self.checkout_inner(prefer).await;
+        let r = self.checkout_inner(prefer, client).await;
         match &r {
             Ok(_) => {
                 let waited = started.elapsed();
@@ -204,6 +245,7 @@ impl Pool {
     async fn checkout_inner(
         self: &Arc<Self>,
         prefer: Option<u64>,
+        client: &ClientBase,
     ) -> Result<PoolGuard, CheckoutError> {
         let timeout = self.settings.checkout_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -213,7 +255,8 @@ impl Pool {
             }
             enum Next {
                 Ready(Conn),
-                Open,
+                /// In a slot reserved in `total`, with these startup parameters.
+                Open(Arc<SessionParams>),
                 Wait(oneshot::Receiver<Conn>),
             }
             let mut stale = Vec::new();
@@ -230,13 +273,20 @@ impl Pool {
                     let mut preferred = prefer
                         .and_then(|p| s.idle.iter().rposition(|(id, _)| *id == p))
                         .map(|i| s.idle.remove(i));
-                    while let Some((_, c)) = preferred.take().or_else(|| s.idle.pop()) {
+                    while let Some((id, c)) = preferred.take().or_else(|| {
+                        // The most recently used this client may be given (nearly always the
+                        // top one: few pools mix clients of different startup parameters).
+                        let i = s.idle.iter().rposition(|(_, c)| client.accepts(c))?;
+                        Some(s.idle.remove(i))
+                    }) {
                         if c.expired(now) || c.is_broken() {
                             s.total -= 1;
                             stale.push(c);
-                        } else {
+                        } else if client.accepts(&c) {
                             found = Some(c);
                             break;
+                        } else {
+                            s.idle.push((id, c));
                         }
                     }
                 }
@@ -244,7 +294,15 @@ impl Pool {
                     Some(c) => Next::Ready(c),
                     None if s.total < self.settings.size => {
                         s.total += 1;
-                        Next::Open
+                        Next::Open(client.open_with())
+                    }
+                    // Full, and nobody waits, yet connections are idle: all opened with other
+                    // clients' parameters. The oldest makes room for one that anyone may be
+                    // given (so that a pool serving mixed clients ends up with those).
+                    None if s.waiters.is_empty() && !s.idle.is_empty() => {
+                        let (_, c) = s.idle.remove(0);
+                        stale.push(c);
+                        Next::Open(Arc::default())
                     }
                     None => {
                         let (tx, rx) = oneshot::channel();
@@ -256,22 +314,7 @@ impl Pool {
             stale.into_iter().for_each(|c| c.close());
             match next {
                 Next::Ready(conn) => return Ok(self.guard(conn)),
-                Next::Open => {
-                    // If this future is dropped mid-open (the client's startup timed out), the
-                    // reservation gives the slot back.
-                    let reservation = Reservation { pool: self };
-                    // Boxed: connecting (TCP, TLS, authentication) is a large future that a checkout
-                    // rarely needs; inline, every waiting session would reserve room for it.
-                    let opened = tokio::time::timeout_at(deadline, Box::pin(self.open())).await;
-                    match opened {
-                        Ok(Ok(conn)) => {
-                            std::mem::forget(reservation);
-                            return Ok(self.guard(conn));
-                        }
-                        Ok(Err(e)) => return Err(CheckoutError::Connect(e)),
-                        Err(_) => return Err(CheckoutError::Timeout(timeout)),
-                    }
-                }
+                Next::Open(base) => return self.open_reserved(base, deadline).await,
                 Next::Wait(rx) => {
                     // A connection handed over just as the wait ends (or as this future is
                     // dropped) must not vanish with the channel: the ticket returns it.
@@ -295,6 +338,12 @@ impl Pool {
                                 self.discard(conn);
                                 continue;
                             }
+                            if !client.accepts(&conn) {
+                                // Opened with another client's parameters: in its slot, one
+                                // that anyone may be given.
+                                conn.close();
+                                return self.open_reserved(Arc::default(), deadline).await;
+                            }
                             return Ok(self.guard(conn));
                         }
                         // Sender dropped: the pool is closing.
@@ -308,6 +357,28 @@ impl Pool {
         }
     }
 
+    /// Opens a connection in a slot already counted in `total`.
+    async fn open_reserved(
+        self: &Arc<Self>,
+        base: Arc<SessionParams>,
+        deadline: tokio::time::Instant,
+    ) -> Result<PoolGuard, CheckoutError> {
+        // If this future is dropped mid-open (the client's startup timed out), the
+        // reservation gives the slot back.
+        let reservation = Reservation { pool: self };
+        // Boxed: connecting (TCP, TLS, authentication) is a large future that a checkout
+        // rarely needs; inline, every waiting session would reserve room for it.
+        let opened = tokio::time::timeout_at(deadline, Box::pin(self.open(base))).await;
+        match opened {
+            Ok(Ok(conn)) => {
+                std::mem::forget(reservation);
+                Ok(self.guard(conn))
+            }
+            Ok(Err(e)) => Err(CheckoutError::Connect(e)),
+            Err(_) => Err(CheckoutError::Timeout(self.settings.checkout_timeout)),
+        }
+    }
+
     fn guard(self: &Arc<Self>, mut conn: Conn) -> PoolGuard {
         conn.last_used = Instant::now();
         PoolGuard {
@@ -316,11 +387,17 @@ impl Pool {
         }
     }
 
-    async fn open(&self) -> Result<Conn, ServerError> {
+    /// Opens a connection with the startup parameters `base` (empty for one any client may be
+    /// given).
+    async fn open(&self, base: Arc<SessionParams>) -> Result<Conn, ServerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _connecting = StateCount::enter(&self.opening);
         let conn = ServerConn::connect(
             id,
+            ServerBase {
+                opened_with: base,
+                reported: Vec::new(),
+            },
             &self.database.target,
             &self.login,
             self.tls.as_ref(),
@@ -357,7 +434,7 @@ impl Pool {
         if need_open {
             let pool = Arc::clone(self);
             tokio::spawn(async move {
-                match pool.open().await {
+                match pool.open(Arc::default()).await {
                     Ok(conn) => pool.checkin(conn),
                     Err(_) => {
                         // Don't retry in a tight loop: the waiters' own timeouts end their wait.
@@ -444,7 +521,7 @@ impl Pool {
         };
         stale.into_iter().for_each(|c| c.close());
         for _ in 0..to_open {
-            match self.open().await {
+            match self.open(Arc::default()).await {
                 Ok(c) => self.checkin(c),
                 Err(_) => {
                     let mut s = self.lock();

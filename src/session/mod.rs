@@ -655,18 +655,24 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     // Take a server now: the client learns at login, as with PostgreSQL, whether its database
     // is reachable and whether its startup parameters are valid; and it is told the server's
     // real parameters.
-    let mut server = pool.checkout().await.map_err(|e| match e {
-        crate::pool::CheckoutError::Timeout(d) => ClientError::CheckoutTimeout {
-            database: database.clone(),
-            waited_ms: d.as_millis() as u64,
-        },
-        other => {
-            tracing::warn!(pool = ?pool.key, error = %other, "no server for a new client");
-            ClientError::ServerUnavailable {
+    // A connection opened for it now is opened without its parameters: should the server
+    // refuse one, the client is told so below, and no pool connection fails to open.
+    let base = crate::pool::ClientBase::of(&params, false);
+    let mut server = pool
+        .checkout_preferring(None, &base)
+        .await
+        .map_err(|e| match e {
+            crate::pool::CheckoutError::Timeout(d) => ClientError::CheckoutTimeout {
                 database: database.clone(),
+                waited_ms: d.as_millis() as u64,
+            },
+            other => {
+                tracing::warn!(pool = ?pool.key, error = %other, "no server for a new client");
+                ClientError::ServerUnavailable {
+                    database: database.clone(),
+                }
             }
-        }
-    })?;
+        })?;
     if policy.is_some()
         && server
             .params

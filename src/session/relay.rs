@@ -27,7 +27,7 @@ use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::policy::shape;
 use crate::policy::{Denial, Mode, Policy, Verdict, Via};
-use crate::pool::{CheckoutError, Pool, PoolGuard, ServerError};
+use crate::pool::{CheckoutError, ClientBase, Pool, PoolGuard, ServerError};
 use crate::protocol::frame::{self, Chunk, FrameError, FrameScanner};
 use crate::protocol::messages::{self as msg, TxStatus};
 use crate::session::cancel::Registration;
@@ -240,6 +240,9 @@ pub struct Relay<S> {
     /// The id of the server connection this client used last: asked for first at the next
     /// checkout, since it needs no reset when nobody used it in between.
     last_server: Option<u64>,
+    /// The startup parameters server connections may have been opened with for this client
+    /// (accepted by the server at its login).
+    base: ClientBase,
 }
 
 /// What audit events of one session carry.
@@ -277,7 +280,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             server,
             sscan: FrameScanner::new(),
             plain_shapes: PlainShapes::default(),
-            params,
             cancel,
             max_message,
             pending_syncs: 0,
@@ -326,6 +328,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             revoked: std::collections::HashMap::new(),
             next_pool: None,
             last_server: None,
+            base: ClientBase::of(&params, true),
+            params,
         }
     }
 
@@ -2036,7 +2040,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             self.max_statement_bytes = pool.database.max_client_statement_bytes;
             self.pool = pool;
         }
-        let mut checked_out = self.pool.checkout_preferring(self.last_server).await;
+        let mut checked_out = self
+            .pool
+            .checkout_preferring(self.last_server, &self.base)
+            .await;
         if matches!(checked_out, Err(CheckoutError::Closed))
             && !self.app.shutdown.is_cancelled()
             && self.generation != self.app.generation()
@@ -2048,7 +2055,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
                 self.max_statement_bytes = pool.database.max_client_statement_bytes;
                 self.pool = pool;
             }
-            checked_out = self.pool.checkout_preferring(self.last_server).await;
+            checked_out = self
+                .pool
+                .checkout_preferring(self.last_server, &self.base)
+                .await;
         }
         self.set_state(if checked_out.is_ok() {
             ClientState::Active
@@ -2104,8 +2114,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             out.extend_from_slice(&self.sout);
             self.sout = out;
             guard.dirty = false;
-            guard.applied = Some(Arc::clone(&self.params));
         }
+        // Now (or as soon as the server has read what is staged) what this client asked for.
+        guard.applied = Some(Arc::clone(&self.params));
         match sid {
             Some(_) => guard.last_client = sid,
             // Whose state it then carries could not be told: cleaned at release, then as fresh.
@@ -2156,7 +2167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             match tokio::time::timeout(CLEANUP_TIMEOUT, guard.run_queries(&["DISCARD ALL"])).await {
                 Ok(Ok(TxStatus::Idle)) => {
                     guard.dirty = false;
-                    guard.applied = Some(Arc::new(SessionParams::default()));
+                    guard.applied = Some(Arc::clone(&guard.base.opened_with));
                     // As clean as a fresh connection: the next client owes no reset.
                     guard.last_client = None;
                 }
@@ -2401,8 +2412,11 @@ impl Preparation {
     /// the hand-over reset (`reset`) of a server that holds none of pgward's prepared
     /// statements; the two RESETs for one that holds some, so its statements survive. Settings
     /// changed inside functions are invisible to pgward, so only a reset guarantees another
-    /// client's settings are gone. Without one, `RESET ALL` when the server carries another
-    /// client's SETs. Then this client's startup parameters and SETs.
+    /// client's settings are gone. Without one, `RESET ALL` when the server carries more than
+    /// what it was opened with. A reset brings it back to that (see
+    /// [`crate::session::state::ServerBase`]); then the SETs that take it from there to this
+    /// client's startup parameters and SETs: none for a client with the startup parameters the
+    /// connection was opened with.
     ///
     /// As a reset, DISCARD ALL is one statement where `RESET ALL; RESET ROLE` is two (RESET
     /// ALL leaves the role alone), and each statement costs the server about as much as a
@@ -2412,6 +2426,10 @@ impl Preparation {
             .applied
             .as_ref()
             .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
+        // What the server was opened with is what a reset brings it back to.
+        let at_base = server.applied.as_ref().is_some_and(|a| {
+            Arc::ptr_eq(a, &server.base.opened_with) || **a == *server.base.opened_with
+        });
         let reset = if server.dirty || (reset && server.prepared.is_empty()) {
             Some(Reset::DiscardAll)
         } else if reset {
@@ -2421,7 +2439,7 @@ impl Preparation {
                 reset: None,
                 settings: None,
             };
-        } else if !server.applied.as_ref().is_some_and(|a| a.is_default()) {
+        } else if !at_base {
             Some(Reset::Settings)
         } else {
             None
@@ -2430,7 +2448,7 @@ impl Preparation {
         // would roll the reset back with it (a multi-statement Query is one transaction), and
         // DISCARD ALL refuses to run inside one.
         let mut combined = String::new();
-        for q in params.apply_statements() {
+        for q in params.statements_over(&server.base) {
             combined.push_str(&q);
             // A newline first: a client's SET may end in a `--` comment.
             combined.push_str("\n;\n");

@@ -4,6 +4,8 @@
 //! server a client gets whenever that server carries different state, so one client's settings
 //! are never seen by another.
 
+use std::sync::Arc;
+
 use crate::error::ClientError;
 
 /// Startup parameters pgward accepts from clients and applies to the server on their behalf.
@@ -79,26 +81,112 @@ impl SessionParams {
         self.sets.clear();
     }
 
+    /// The startup parameters a server connection may be opened with for this client (see
+    /// [`ServerBase`]).
+    pub fn base(&self) -> SessionParams {
+        SessionParams {
+            startup: self
+                .startup
+                .iter()
+                .filter(|(k, _)| BASE_PARAMS.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+            sets: Vec::new(),
+        }
+    }
+
     /// The statements that make a server that was reset to its defaults carry this state.
+    pub fn apply_statements(&self) -> Vec<String> {
+        self.statements_over(&ServerBase::default())
+    }
+
+    /// The statements that make a server connection reset to `base` (fresh, or after `RESET
+    /// ALL` or `DISCARD ALL`) carry this state: a `SET` for each startup parameter the
+    /// connection does not already have at this value, then the client's own SETs. The
+    /// connection was opened with none of the client's parameters or with all of them (the
+    /// pool gives it to no other client: see [`ServerBase`]).
+    ///
     /// Startup parameters are applied with `SET` (a utility statement: cheaper than a query),
     /// except `search_path`, whose value is a list: `set_config` parses it exactly as a startup
     /// packet does. Names come from the allowlist; values are quoted as E'' literals so they
     /// stay literals whatever `standard_conforming_strings` is.
-    pub fn apply_statements(&self) -> Vec<String> {
+    pub fn statements_over(&self, base: &ServerBase) -> Vec<String> {
         let mut out = Vec::with_capacity(self.startup.len() + self.sets.len());
         for (k, v) in &self.startup {
-            if k == "search_path" {
-                out.push(format!(
-                    "SELECT pg_catalog.set_config({}, {}, false)",
-                    quote(k),
-                    quote(v)
-                ));
-            } else {
-                out.push(format!("SET {k} TO {}", quote(v)));
+            let has = |list: &[(String, String)]| list.iter().any(|(n, x)| n == k && x == v);
+            let opened_with = base.opened_with.startup.iter().any(|(n, _)| n == k);
+            if has(&base.opened_with.startup) || (!opened_with && has(&base.reported)) {
+                continue;
             }
+            out.push(set_statement(k, v));
         }
         out.extend(self.sets.iter().map(|(_, s)| s.clone()));
         out
+    }
+}
+
+/// Startup parameters a server connection may be opened with: its *base*, the values `RESET
+/// ALL` and `DISCARD ALL` bring it back to. A connection opened with a client's values owes
+/// that client (and every client that asked for the same) no `SET` after a hand-over reset;
+/// and is given to no other client, whose `RESET` there would bring back the first client's
+/// values. Not `client_encoding`: pgward's own connections keep the server's encoding,
+/// whatever a client chose (and a client's UTF8 usually is the server's, so no `SET` is owed
+/// anyway).
+pub const BASE_PARAMS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+    "search_path",
+];
+
+/// Parameters the server reports at login, lowercased: their values on a connection that was
+/// not opened with them are the server's defaults.
+pub const REPORTED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+];
+
+/// What a server connection is when reset: the startup parameters it was opened with and what
+/// the server reported at login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerBase {
+    /// Startup parameters (only [`BASE_PARAMS`]) the connection was opened with: a logged-in
+    /// client's, which the server had accepted. No SETs.
+    pub opened_with: Arc<SessionParams>,
+    /// [`REPORTED_PARAMS`] as the server reported them at login (names lowercased).
+    pub reported: Vec<(String, String)>,
+}
+
+impl ServerBase {
+    /// Keeps what the server reported at login of the parameters it reports.
+    pub fn record_reported(&mut self, server_params: &[(String, String)]) {
+        self.reported = server_params
+            .iter()
+            .filter_map(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                REPORTED_PARAMS
+                    .contains(&k.as_str())
+                    .then(|| (k, v.clone()))
+            })
+            .collect();
+    }
+}
+
+/// One startup parameter as a statement (see [`SessionParams::statements_over`]).
+fn set_statement(k: &str, v: &str) -> String {
+    if k == "search_path" {
+        format!(
+            "SELECT pg_catalog.set_config({}, {}, false)",
+            quote(k),
+            quote(v)
+        )
+    } else {
+        format!("SET {k} TO {}", quote(v))
     }
 }
 
