@@ -290,6 +290,41 @@ async fn a_connection_opened_with_a_clients_parameters_serves_no_other_client() 
     x.batch_execute("COMMIT").await.expect("x commit");
 }
 
+/// A startup value the server refuses fails that client's login, each time, with the server's
+/// reason; pgward never opens a pool connection with it. A value the server took at one login
+/// is what later logins with the same parameters get, without anyone else seeing it.
+#[test]
+fn a_startup_value_the_server_refuses_fails_the_login_not_the_pool() {
+    let env = TestEnv::with(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let show = |datestyle: Option<&str>| {
+        let mut cmd = env.psql("appdb");
+        if let Some(d) = datestyle {
+            cmd.env("PGDATESTYLE", d);
+        }
+        run(cmd.args(["-At", "-c", "SHOW DateStyle"]))
+    };
+    for _ in 0..2 {
+        let (ok, out, err) = show(Some("garbage"));
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains("value rejected by the server")
+                && err.contains("invalid value for parameter"),
+            "{err}"
+        );
+    }
+    for _ in 0..3 {
+        let (ok, out, err) = show(Some("German"));
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "German, DMY");
+        let (ok, out, err) = show(None);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "ISO, MDY");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_mode_refuses_what_cannot_be_shared_and_stays_usable() {
     let env = TestEnv::start();

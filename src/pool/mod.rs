@@ -38,9 +38,9 @@ type Conn = Box<ServerConn>;
 #[derive(Debug, Clone, Default)]
 pub struct ClientBase {
     pub params: Arc<SessionParams>,
-    /// The server has accepted these values (at the client's login): a connection opened for
-    /// this client is opened with them. Until then, without: a value the server refuses must
-    /// fail the client's login, not the opening of a pool connection.
+    /// The server has accepted these values (at this client's login or an earlier one): a
+    /// connection opened for this client is opened with them. Until then, without: a value
+    /// the server refuses must fail the client's login, not the opening of a pool connection.
     pub accepted: bool,
 }
 
@@ -105,7 +105,14 @@ struct PoolState {
     total: usize,
     /// Clients waiting, in arrival order.
     waiters: VecDeque<oneshot::Sender<Conn>>,
+    /// Client startup parameters the server accepted (at a login), the latest last: a
+    /// connection opened for a client that logs in with one of them is opened with it.
+    accepted_bases: VecDeque<Arc<SessionParams>>,
 }
+
+/// How many accepted client startup parameter sets a pool remembers (see
+/// `PoolState::accepted_bases`); a pool rarely serves more than a few kinds of client.
+const ACCEPTED_BASES: usize = 16;
 
 pub struct Pool {
     pub key: PoolKey,
@@ -200,6 +207,37 @@ impl Pool {
             idle: s.idle.len(),
             total: s.total,
             waiting: s.waiters.iter().filter(|w| !w.is_closed()).count(),
+        }
+    }
+
+    /// What a client logging in with `params` may be given (see [`ClientBase`]): it counts as
+    /// accepted when the server accepted the same parameters for an earlier login.
+    pub fn client_base(&self, params: &SessionParams) -> ClientBase {
+        let params = params.base();
+        let s = self.lock();
+        match s.accepted_bases.iter().find(|b| ***b == params) {
+            Some(b) => ClientBase {
+                params: Arc::clone(b),
+                accepted: true,
+            },
+            None => ClientBase {
+                params: Arc::new(params),
+                accepted: false,
+            },
+        }
+    }
+
+    /// The server accepted these client startup parameters (a login applied them).
+    pub fn accept_base(&self, base: &ClientBase) {
+        if base.accepted || base.params.startup.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        if !s.accepted_bases.iter().any(|b| **b == *base.params) {
+            if s.accepted_bases.len() == ACCEPTED_BASES {
+                s.accepted_bases.pop_front();
+            }
+            s.accepted_bases.push_back(Arc::clone(&base.params));
         }
     }
 

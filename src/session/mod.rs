@@ -655,9 +655,10 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     // Take a server now: the client learns at login, as with PostgreSQL, whether its database
     // is reachable and whether its startup parameters are valid; and it is told the server's
     // real parameters.
-    // A connection opened for it now is opened without its parameters: should the server
-    // refuse one, the client is told so below, and no pool connection fails to open.
-    let base = crate::pool::ClientBase::of(&params, false);
+    // A connection opened for it now is opened without its parameters unless the server
+    // accepted the same ones before: should the server refuse one, the client is told so
+    // below, and no pool connection fails to open.
+    let base = pool.client_base(&params);
     let mut server = pool
         .checkout_preferring(None, &base)
         .await
@@ -702,6 +703,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             }
         });
     }
+    pool.accept_base(&base);
     Ok(Started::Session(Box::new(Begun {
         pool,
         server: Some(server),
