@@ -188,23 +188,29 @@ async fn transaction_mode_set_does_not_reach_the_next_client() {
     assert_eq!(one_value(&a, "SHOW DateStyle").await, "German, DMY");
 }
 
+/// A client of `appdb` through pgward with startup parameter `application_name`.
+async fn connect_named(env: &TestEnv, application_name: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(env.port())
+        .user(support::pgward::APP_USER)
+        .password(support::pgward::APP_PASSWORD)
+        .dbname("appdb")
+        .application_name(application_name)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn startup_parameters_belong_to_the_client() {
     let env = TestEnv::with(Options {
         pool_size: 1,
         ..Options::default()
     });
-    let (a, c) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(env.port())
-        .user(support::pgward::APP_USER)
-        .password(support::pgward::APP_PASSWORD)
-        .dbname("appdb")
-        .application_name("client_a")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect a");
-    tokio::spawn(c);
+    let a = connect_named(&env, "client_a").await;
     let b = env.client("appdb").await;
     assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
     assert_eq!(one_value(&b, "SHOW application_name").await, "");
@@ -223,23 +229,9 @@ async fn a_connection_opened_with_a_clients_parameters_serves_no_other_client() 
         pool_size: 2,
         ..Options::default()
     });
-    let connect_a = || async {
-        let (a, c) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(env.port())
-            .user(support::pgward::APP_USER)
-            .password(support::pgward::APP_PASSWORD)
-            .dbname("appdb")
-            .application_name("client_a")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect a");
-        tokio::spawn(c);
-        a
-    };
     const RESET_VAL: &str = "SELECT reset_val FROM pg_settings WHERE name = 'application_name'";
     let x = env.client("appdb").await;
-    let a = connect_a().await;
+    let a = connect_named(&env, "client_a").await;
     // X holds the one connection so far: A's next transaction opens one with its parameters.
     x.batch_execute("BEGIN").await.expect("x begin");
     assert_eq!(one_value(&a, RESET_VAL).await, "client_a");

@@ -106,13 +106,13 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    /// Opens and logs in with the startup parameters of `base` (its `reported` is filled in
-    /// here). The password is read from its source here, every time, so rotating the file
-    /// rotates the credential for new connections.
+    /// Opens and logs in, with the client startup parameters `opened_with` (see
+    /// [`ServerBase`]). The password is read from its source here, every time, so rotating the
+    /// file rotates the credential for new connections.
     #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         id: u64,
-        base: ServerBase,
+        opened_with: Arc<SessionParams>,
         target: &Target,
         login: &BackendLogin,
         tls: Option<&Arc<BackendTls>>,
@@ -122,7 +122,15 @@ impl ServerConn {
     ) -> Result<ServerConn, ServerError> {
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(id, base, target, login, tls, allow_cleartext, lifetime),
+            Self::connect_inner(
+                id,
+                opened_with,
+                target,
+                login,
+                tls,
+                allow_cleartext,
+                lifetime,
+            ),
         )
         .await
         .map_err(|_| ServerError::Timeout(timeout))?
@@ -130,7 +138,7 @@ impl ServerConn {
 
     async fn connect_inner(
         id: u64,
-        base: ServerBase,
+        opened_with: Arc<SessionParams>,
         target: &Target,
         login: &BackendLogin,
         tls: Option<&Arc<BackendTls>>,
@@ -180,8 +188,11 @@ impl ServerConn {
             expires: lifetime.map(|l| now + jittered(l)),
             last_used: now,
             // A fresh connection carries the server's defaults and what it was opened with.
-            applied: Some(Arc::clone(&base.opened_with)),
-            base,
+            applied: Some(Arc::clone(&opened_with)),
+            base: ServerBase {
+                opened_with: Arc::clone(&opened_with),
+                reported: Vec::new(),
+            },
             dirty: false,
             last_client: None,
             prepared: Default::default(),
@@ -191,7 +202,6 @@ impl ServerConn {
         if login.read_only {
             params.push(("default_transaction_read_only", "on"));
         }
-        let opened_with = Arc::clone(&conn.base.opened_with);
         // Only allowlisted names a logged-in client used, with values the server accepted.
         params.extend(
             opened_with

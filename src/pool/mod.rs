@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::config::{BackendLogin, Database, PoolSettings};
-use crate::session::state::{ServerBase, SessionParams};
+use crate::session::state::SessionParams;
 use crate::tls::backend::BackendTls;
 pub use connection::{BackendKey, ServerConn, ServerError};
 
@@ -34,7 +34,7 @@ type Conn = Box<ServerConn>;
 /// The startup parameters ([`crate::session::state::BASE_PARAMS`]) a client shares with the
 /// server connections it may be given: those opened with exactly these, or with none. A
 /// connection opened with a client's parameters is given to no other client, because `RESET`
-/// there would bring back that client's values (see [`ServerBase`]).
+/// there would bring back that client's values (see [`crate::session::state::ServerBase`]).
 #[derive(Debug, Clone, Default)]
 pub struct ClientBase {
     pub params: Arc<SessionParams>,
@@ -432,10 +432,7 @@ impl Pool {
         let _connecting = StateCount::enter(&self.opening);
         let conn = ServerConn::connect(
             id,
-            ServerBase {
-                opened_with: base,
-                reported: Vec::new(),
-            },
+            base,
             &self.database.target,
             &self.login,
             self.tls.as_ref(),
