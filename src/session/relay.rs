@@ -2426,10 +2426,6 @@ impl Preparation {
             .applied
             .as_ref()
             .is_some_and(|a| std::ptr::eq(&**a, params) || **a == *params);
-        // What the server was opened with is what a reset brings it back to.
-        let at_base = server.applied.as_ref().is_some_and(|a| {
-            Arc::ptr_eq(a, &server.base.opened_with) || **a == *server.base.opened_with
-        });
         let reset = if server.dirty || (reset && server.prepared.is_empty()) {
             Some(Reset::DiscardAll)
         } else if reset {
@@ -2439,7 +2435,10 @@ impl Preparation {
                 reset: None,
                 settings: None,
             };
-        } else if !at_base {
+        } else if !server.applied.as_ref().is_some_and(|a| {
+            // What the server was opened with is what a reset brings it back to.
+            Arc::ptr_eq(a, &server.base.opened_with) || **a == *server.base.opened_with
+        }) {
             Some(Reset::Settings)
         } else {
             None

@@ -111,7 +111,9 @@ impl SessionParams {
     /// packet does. Names come from the allowlist; values are quoted as E'' literals so they
     /// stay literals whatever `standard_conforming_strings` is.
     pub fn statements_over(&self, base: &ServerBase) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.startup.len() + self.sets.len());
+        // Empty (no allocation) for a client on a connection opened with its parameters: the
+        // common hand-over.
+        let mut out = Vec::new();
         for (k, v) in &self.startup {
             let has = |list: &[(String, String)]| list.iter().any(|(n, x)| n == k && x == v);
             let opened_with = base.opened_with.startup.iter().any(|(n, _)| n == k);
