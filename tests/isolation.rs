@@ -653,7 +653,9 @@ const SPOIL_THE_CONNECTION: &str =
 
 /// The same failing reset at login, when a client logs in on a connection another client
 /// spoiled: the login fails with 08006 saying the connection could not be reset (not that a
-/// startup parameter was refused), and the connection is closed.
+/// startup parameter was refused), and the connection is closed. The client's startup
+/// parameters are new to the server, so its login checks out a connection to apply them (a
+/// login with parameters accepted moments ago takes none).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_reset_at_login_is_reported_as_such() {
     let env = TestEnv::with(Options {
@@ -666,7 +668,11 @@ async fn a_failing_reset_at_login_is_reported_as_such() {
         one_value(&a, "SELECT public.spoil_the_connection()").await,
         "1"
     );
-    let err = match env.try_client(APP_USER, APP_PASSWORD, "appdb").await {
+    let new_kind = format!(
+        "{} application_name=first_of_its_kind",
+        env.conn_str(APP_USER, APP_PASSWORD, "appdb")
+    );
+    let err = match tokio_postgres::connect(&new_kind, tokio_postgres::NoTls).await {
         Ok(_) => panic!("a login on the spoiled connection succeeded"),
         Err(e) => e,
     };

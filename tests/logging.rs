@@ -22,9 +22,12 @@ async fn no_password_or_verifier_key_is_logged() {
         "stale-backend-pw-88\n",
     )
     .expect("write");
+    // A second client needs a connection of its own while the first holds one.
+    let d = env.client("appdb").await;
     c.batch_execute("BEGIN").await.expect("begin");
-    let _ = env.try_client(APP_USER, APP_PASSWORD, "appdb").await;
+    let _ = d.simple_query("SELECT 1").await;
     c.batch_execute("COMMIT").await.expect("commit");
+    drop(d);
     let config_text = std::fs::read_to_string(env.config_path()).expect("config");
     drop(c);
     drop(env);

@@ -317,6 +317,62 @@ fn a_startup_value_the_server_refuses_fails_the_login_not_the_pool() {
     }
 }
 
+/// In transaction mode a login with startup parameters the server accepted at a recent login
+/// is answered from the pool: it gets in while every server connection is busy, and is told
+/// exactly what that login was told (the server's spelling of its values). Parameters no login
+/// has had accepted still take a server connection to be checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_the_server_recently_accepted_needs_no_server_connection() {
+    let env = Arc::new(TestEnv::with(Options {
+        pool_size: 1,
+        checkout_timeout: 1.0,
+        ..Options::default()
+    }));
+    let port = env.port();
+    let probe = [("application_name", "probe"), ("DateStyle", "german")];
+    let first = support::pgward::RawSession::login_with(port, "appdb", &probe);
+    assert!(
+        first
+            .reported
+            .contains(&("DateStyle".to_owned(), "German, DMY".to_owned())),
+        "{:?}",
+        first.reported
+    );
+    // The only server connection is held in a transaction.
+    let holder = env.client("appdb").await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    let second = tokio::task::spawn_blocking(move || {
+        support::pgward::RawSession::login_with(port, "appdb", &probe)
+    })
+    .await
+    .expect("a login with accepted parameters gets in while the pool is busy");
+    assert_eq!(second.reported, first.reported);
+    let other = tokio::task::spawn_blocking(move || {
+        support::pgward::RawSession::login_with(port, "appdb", &[("DateStyle", "SQL")])
+    })
+    .await;
+    let refused = other.expect_err("parameters no login had accepted wait for a connection");
+    let why = refused
+        .into_panic()
+        .downcast::<String>()
+        .map(|s| *s)
+        .unwrap_or_default();
+    assert!(why.contains("53300"), "{why}");
+    // The logged-in client's first statement waits for the connection.
+    let mut second = second;
+    second.send(&support::wire::msg(b'Q', b"SHOW DateStyle\0"));
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let (errors, rows) = tokio::task::spawn_blocking(move || second.until_ready())
+        .await
+        .expect("answer");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        rows.len() == 1 && rows[0].contains("German, DMY"),
+        "{rows:?}"
+    );
+    drop(first);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_mode_refuses_what_cannot_be_shared_and_stays_usable() {
     let env = TestEnv::start();

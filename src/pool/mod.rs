@@ -108,7 +108,25 @@ struct PoolState {
     /// Client startup parameters the server accepted (at a login), the latest last: a
     /// connection opened for a client that logs in with one of them is opened with it.
     accepted_bases: VecDeque<Arc<SessionParams>>,
+    /// What recent logins were told about the server, by their startup parameters, the latest
+    /// last (see [`Pool::login_report`]).
+    login_reports: VecDeque<LoginReport>,
 }
+
+/// The server's parameters (ParameterStatus) as a login with `params` reported them to its
+/// client, once the server had accepted those parameters, and when.
+#[derive(Debug)]
+struct LoginReport {
+    params: Arc<SessionParams>,
+    reported: Arc<[(String, String)]>,
+    at: Instant,
+}
+
+/// How long a login's report stands in for taking a server connection at a login with the
+/// same parameters. Past it, a login checks out a connection again, and so learns of server
+/// settings that changed since; until then it is told the values as they were, like a client
+/// that logged in just before the change.
+const LOGIN_REPORT_TTL: Duration = Duration::from_secs(30);
 
 /// How many accepted client startup parameter sets a pool remembers (see
 /// `PoolState::accepted_bases`); a pool rarely serves more than a few kinds of client.
@@ -239,6 +257,43 @@ impl Pool {
             }
             s.accepted_bases.push_back(Arc::clone(&base.params));
         }
+    }
+
+    /// What to tell a client logging in with `params` about the server without taking a
+    /// server connection: what a login with the same parameters was told (see
+    /// [`Pool::record_login`]) less than [`LOGIN_REPORT_TTL`] ago, while the pool has a
+    /// connection open (so the server is reachable and takes these parameters). `None` when a
+    /// login must check out a connection to learn it.
+    ///
+    /// PgBouncer answers every login from its pool's cached server parameters; pgward does so
+    /// only for parameters the server accepted at a login, and with the exact values the server
+    /// reported for them (its spelling of `DateStyle` or `client_encoding`, not the client's).
+    pub fn login_report(&self, params: &SessionParams) -> Option<Arc<[(String, String)]>> {
+        let s = self.lock();
+        if s.total <= self.opening.load(Ordering::Relaxed) {
+            return None;
+        }
+        s.login_reports
+            .iter()
+            .rev()
+            .find(|r| *r.params == *params)
+            .filter(|r| r.at.elapsed() < LOGIN_REPORT_TTL)
+            .map(|r| Arc::clone(&r.reported))
+    }
+
+    /// A login with `params` checked out a connection, the server accepted the parameters, and
+    /// the client was told `reported`.
+    pub fn record_login(&self, params: &Arc<SessionParams>, reported: &Arc<[(String, String)]>) {
+        let mut s = self.lock();
+        s.login_reports.retain(|r| *r.params != **params);
+        if s.login_reports.len() == ACCEPTED_BASES {
+            s.login_reports.pop_front();
+        }
+        s.login_reports.push_back(LoginReport {
+            params: Arc::clone(params),
+            reported: Arc::clone(reported),
+            at: Instant::now(),
+        });
     }
 
     /// Waits for a connection: an idle one, a new one if the pool has room, or the next one

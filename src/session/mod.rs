@@ -357,6 +357,7 @@ where
     let Begun {
         pool,
         server,
+        reported,
         params,
         user_permit,
         user_name,
@@ -366,10 +367,8 @@ where
     } = begun;
     let cancel = app.cancels.register();
     let mut out = BytesMut::new();
-    if let Some(server) = &server {
-        for (k, v) in &server.params {
-            msg::put_parameter_status(&mut out, k, v);
-        }
+    for (k, v) in reported.iter() {
+        msg::put_parameter_status(&mut out, k, v);
     }
     msg::put_backend_key(&mut out, cancel.key.pid, cancel.key.secret);
     msg::put_ready(&mut out, TxStatus::Idle);
@@ -549,7 +548,10 @@ where
 
 struct Begun {
     pool: Arc<crate::pool::Pool>,
+    /// The connection the login took; none when the pool answered for the server.
     server: Option<crate::pool::PoolGuard>,
+    /// The server's parameters the client is told (ParameterStatus).
+    reported: Arc<[(String, String)]>,
     params: Arc<SessionParams>,
     user_permit: ClientPermit,
     user_name: String,
@@ -652,6 +654,29 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let pool = routing.route(&user, &database)?;
     let params = Arc::new(params);
+    // In transaction mode the login's connection goes straight back: a login with parameters
+    // the server accepted moments ago is told what that login was told, and takes no server
+    // connection (it would wait behind every running transaction for one when the pool is
+    // busy, and the server would reset it twice: for the login and for the first transaction).
+    if pool.settings().mode == PoolMode::Transaction
+        && let Some(reported) = pool.login_report(&params)
+    {
+        if policy.is_some() && !conforming_strings(&reported) {
+            tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
+            return Err(ClientError::ServerUnavailable { database });
+        }
+        return Ok(Started::Session(Box::new(Begun {
+            pool,
+            server: None,
+            reported,
+            params,
+            user_permit,
+            user_name,
+            cert_expires,
+            policy,
+            generation: routing.generation,
+        })));
+    }
     // Take a server now: the client learns at login, as with PostgreSQL, whether its database
     // is reachable and whether its startup parameters are valid; and it is told the server's
     // real parameters.
@@ -674,12 +699,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         })?;
-    if policy.is_some()
-        && server
-            .params
-            .iter()
-            .any(|(k, v)| k == "standard_conforming_strings" && v != "on")
-    {
+    if policy.is_some() && !conforming_strings(&server.params) {
         // With it off the server reads backslashes in strings as escapes, unlike the policy.
         tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
         server.release();
@@ -704,9 +724,12 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         });
     }
     pool.accept_base(&base);
+    let reported: Arc<[(String, String)]> = Arc::from(server.params.as_slice());
+    pool.record_login(&params, &reported);
     Ok(Started::Session(Box::new(Begun {
         pool,
         server: Some(server),
+        reported,
         params,
         user_permit,
         user_name,
@@ -714,6 +737,14 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
         policy,
         generation: routing.generation,
     })))
+}
+
+/// Whether the server reads backslashes in string literals as PostgreSQL's standard says (a
+/// statement policy reads them so).
+fn conforming_strings(reported: &[(String, String)]) -> bool {
+    !reported
+        .iter()
+        .any(|(k, v)| k == "standard_conforming_strings" && v != "on")
 }
 
 /// What a successful start leads to.

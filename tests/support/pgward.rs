@@ -300,12 +300,20 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
 
 /// A raw protocol-3.0 connection logged in through pgward as the app user, for tests that must
 /// send bytes no well-behaved client library would.
+#[derive(Debug)]
 pub struct RawSession {
     pub stream: std::net::TcpStream,
+    /// The ParameterStatus values the login was told, in order.
+    pub reported: Vec<(String, String)>,
 }
 
 impl RawSession {
     pub fn login(port: u16, db: &str) -> RawSession {
+        RawSession::login_with(port, db, &[])
+    }
+
+    /// [`RawSession::login`] with more startup parameters.
+    pub fn login_with(port: u16, db: &str, params: &[(&str, &str)]) -> RawSession {
         use pgward::auth::scram::{ChannelBinding, ScramClient};
         use std::io::Write;
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -315,10 +323,13 @@ impl RawSession {
         stream
             .write_all(&startup_packet(
                 3 << 16,
-                &[("user", APP_USER), ("database", db)],
+                &[&[("user", APP_USER), ("database", db)], params].concat(),
             ))
             .expect("startup");
-        let mut raw = RawSession { stream };
+        let mut raw = RawSession {
+            stream,
+            reported: Vec::new(),
+        };
         let mut scram: Option<ScramClient> = None;
         loop {
             let (tag, body) = raw.read_message();
@@ -364,6 +375,13 @@ impl RawSession {
                             .expect("server signature"),
                         other => panic!("unexpected auth request {other}"),
                     }
+                }
+                b'S' => {
+                    let mut fields = body.split(|b| *b == 0);
+                    let mut next =
+                        || String::from_utf8_lossy(fields.next().unwrap_or(b"")).into_owned();
+                    let (name, value) = (next(), next());
+                    raw.reported.push((name, value));
                 }
                 b'Z' => return raw,
                 b'E' => panic!("login failed: {}", String::from_utf8_lossy(&body)),
