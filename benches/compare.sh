@@ -18,7 +18,8 @@
 # (examples/null_relay.rs: copies bytes, one server connection per client, no pooling): what
 # relaying through any tokio process costs on this machine, the floor under pgward's figures.
 # Then pgbench runs every scenario against each of its targets in turn — interleaved
-# (direct, PgBouncer, pgward, … then again), ROUNDS times — and the results go to
+# (direct, PgBouncer, pgward, … then again, each round starting one target further on), ROUNDS
+# times; a TPC-B-like run starts from freshly vacuumed tables — and the results go to
 # $RESULTS_DIR: compare.md (median TPS, average and p99 latency, ratios to direct and to
 # PgBouncer), compare.csv (one row per run) and compare.png (median TPS per scenario).
 # p99 comes from pgbench's per-transaction logs (--log), nearest rank.
@@ -221,6 +222,7 @@ run_one() {
     [ "$connect" = yes ] && args+=(-C)
     local sslmode=disable
     [ "$tls" = tls ] && sslmode=require
+    [ "$script" = select ] || reset_tpcb_tables
     local logdir=$STATE/txlog out
     rm -rf "$logdir" && mkdir -p "$logdir"
     out=$STATE/runs/$(printf 'r%s-%s-%s' "$round" "$(tr -c 'A-Za-z0-9' '_' <<<"$name")" "$target").out
@@ -271,16 +273,31 @@ run_all() {
     CSV=$RESULTS_DIR/compare.csv
     mkdir -p "$RESULTS_DIR"
     echo "round,scenario,script,protocol,clients,tls,connect_per_tx,target,status,tps,latency_avg_ms,latency_p99_ms,latency_max_ms,connection_ms,transactions,measured_s,error" >"$CSV"
-    local round scenario target targets
+    local round scenario target i n
+    local -a targets
     for ((round = 1; round <= ROUNDS; round++)); do
         for scenario in "${SCENARIOS[@]}"; do
             section "round $round/$ROUNDS: ${scenario%%|*}"
-            targets=${scenario##*|}
-            for target in $targets; do
+            read -r -a targets <<<"${scenario##*|}"
+            n=${#targets[@]}
+            # Each round starts one target further on: a target never always runs right after
+            # the same one (and what that run left behind: dead rows, a vacuum starting), so
+            # the order's drift spreads over every target instead of favouring the first.
+            for ((i = 0; i < n; i++)); do
+                target=${targets[$(((i + round - 1) % n))]}
                 run_one "$round" "$scenario" "$target"
             done
         done
     done
+}
+
+# What pgbench does before a TPC-B-like run unless -n (it cannot here: a pooler's statement
+# policy would refuse it): vacuum the small tables every transaction updates and empty the
+# history. Done directly, so every target's run starts from the same tables.
+reset_tpcb_tables() {
+    superuser_psql -d bench -c 'VACUUM pgbench_branches' -c 'VACUUM pgbench_tellers' \
+        -c 'TRUNCATE pgbench_history' >/dev/null 2>&1 ||
+        info "resetting the TPC-B tables failed (the run goes on)"
 }
 
 # --- report -------------------------------------------------------------------------------------
@@ -323,7 +340,7 @@ write_report() {
         --meta "pgward=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) (${BUILD_PROFILE:-release} build)" \
         --meta "PgBouncer=$("$PGBOUNCER_BIN" --version | awk 'NR==1 {print $2}')" \
         --meta "PostgreSQL=$("$PG_BIN/postgres" --version | awk '{print $3}') (synchronous_commit off, shared_buffers 256MB, max_connections $PG_MAX_CONNECTIONS)" \
-        --meta "runs=$ROUNDS rounds x ${DURATION}s, interleaved; pgbench -j $JOBS, scale $SCALE" \
+        --meta "runs=$ROUNDS rounds x ${DURATION}s, interleaved, the order rotated each round; pgbench -j $JOBS, scale $SCALE" \
         --meta "poolers=transaction mode, pool size $POOL_SIZE, SCRAM-SHA-256 clients, TLS on request, plaintext to PostgreSQL" \
         "$mode_flag"
     info "$RESULTS_DIR/compare.md"
