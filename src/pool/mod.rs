@@ -45,13 +45,6 @@ pub struct ClientBase {
 }
 
 impl ClientBase {
-    pub fn of(params: &SessionParams, accepted: bool) -> ClientBase {
-        ClientBase {
-            params: Arc::new(params.base()),
-            accepted,
-        }
-    }
-
     /// Whether a connection opened with `base` may be given to this client.
     fn accepts(&self, conn: &ServerConn) -> bool {
         let base = &conn.base.opened_with;

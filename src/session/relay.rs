@@ -268,6 +268,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
         let mode = pool.settings().mode;
         let max_prepared = pool.database.max_prepared_statements;
         let max_statement_bytes = pool.database.max_client_statement_bytes;
+        // Accepted when a login had the server accept these values (this client's, or a
+        // recent one with the same): the pool's own copy, so checkouts compare pointers.
+        let base = pool.client_base(&params);
         let max_message = app.config().server.max_message_bytes;
         Relay {
             app,
@@ -328,7 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             revoked: std::collections::HashMap::new(),
             next_pool: None,
             last_server: None,
-            base: ClientBase::of(&params, true),
+            base,
             params,
         }
     }
@@ -2033,12 +2036,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
 
     // ------------------------------------------------------------------ server lifecycle
 
+    /// Takes connections from `pool` from now on (a reload's routing). Whether the server
+    /// accepted the client's startup parameters is the new pool's to say: it may be another
+    /// server, and a connection opened with values it refuses would fail to open.
+    fn switch_pool(&mut self, pool: Arc<Pool>) {
+        self.max_prepared = pool.database.max_prepared_statements;
+        self.max_statement_bytes = pool.database.max_client_statement_bytes;
+        self.base = pool.client_base(&self.params);
+        self.pool = pool;
+    }
+
     async fn acquire_server(&mut self) -> Result<(), Acquire> {
         self.set_state(ClientState::Waiting);
         if let Some(pool) = self.next_pool.take() {
-            self.max_prepared = pool.database.max_prepared_statements;
-            self.max_statement_bytes = pool.database.max_client_statement_bytes;
-            self.pool = pool;
+            self.switch_pool(pool);
         }
         let mut checked_out = self
             .pool
@@ -2051,9 +2062,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Relay<S> {
             // A reload retired the pool since the last idle point: take the new routing's.
             self.adopt_reload().map_err(Acquire::Fatal)?;
             if let Some(pool) = self.next_pool.take() {
-                self.max_prepared = pool.database.max_prepared_statements;
-                self.max_statement_bytes = pool.database.max_client_statement_bytes;
-                self.pool = pool;
+                self.switch_pool(pool);
             }
             checked_out = self
                 .pool
