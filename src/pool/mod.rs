@@ -122,7 +122,8 @@ struct LoginReport {
 const LOGIN_REPORT_TTL: Duration = Duration::from_secs(30);
 
 /// How many accepted client startup parameter sets a pool remembers (see
-/// `PoolState::accepted_bases`); a pool rarely serves more than a few kinds of client.
+/// `PoolState::accepted_bases`), and how many logins' reports (`PoolState::login_reports`); a
+/// pool rarely serves more than a few kinds of client.
 const ACCEPTED_BASES: usize = 16;
 
 pub struct Pool {

@@ -658,56 +658,68 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
     // the server accepted moments ago is told what that login was told, and takes no server
     // connection (it would wait behind every running transaction for one when the pool is
     // busy, and the server would reset it twice: for the login and for the first transaction).
-    if pool.settings().mode == PoolMode::Transaction
-        && let Some(reported) = pool.login_report(&params)
-    {
-        if policy.is_some() && !conforming_strings(&reported) {
-            tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
-            return Err(ClientError::ServerUnavailable { database });
+    let recent = (pool.settings().mode == PoolMode::Transaction)
+        .then(|| pool.login_report(&params))
+        .flatten();
+    let (server, reported) = match recent {
+        Some(reported) => (None, reported),
+        None => {
+            let (server, reported) = check_out_at_login(&pool, &params, &database).await?;
+            (Some(server), reported)
         }
-        return Ok(Started::Session(Box::new(Begun {
-            pool,
-            server: None,
-            reported,
-            params,
-            user_permit,
-            user_name,
-            cert_expires,
-            policy,
-            generation: routing.generation,
-        })));
+    };
+    if policy.is_some() && !conforming_strings(&reported) {
+        // With it off the server reads backslashes in strings as escapes, unlike the policy.
+        tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
+        if let Some(s) = server {
+            s.release();
+        }
+        return Err(ClientError::ServerUnavailable { database });
     }
-    // Take a server now: the client learns at login, as with PostgreSQL, whether its database
-    // is reachable and whether its startup parameters are valid; and it is told the server's
-    // real parameters.
+    Ok(Started::Session(Box::new(Begun {
+        pool,
+        server,
+        reported,
+        params,
+        user_permit,
+        user_name,
+        cert_expires,
+        policy,
+        generation: routing.generation,
+    })))
+}
+
+/// Takes a server connection for a login: the client learns at login, as with PostgreSQL,
+/// whether its database is reachable and whether its startup parameters are valid, and is told
+/// the server's real parameters (returned beside the connection, and kept by the pool for the
+/// next login with the same parameters).
+async fn check_out_at_login(
+    pool: &Arc<crate::pool::Pool>,
+    params: &Arc<SessionParams>,
+    database: &str,
+) -> Result<(crate::pool::PoolGuard, Arc<[(String, String)]>), ClientError> {
     // A connection opened for it now is opened without its parameters unless the server
     // accepted the same ones before: should the server refuse one, the client is told so
     // below, and no pool connection fails to open.
-    let base = pool.client_base(&params);
+    let base = pool.client_base(params);
     let mut server = pool
         .checkout_preferring(None, &base)
         .await
         .map_err(|e| match e {
             crate::pool::CheckoutError::Timeout(d) => ClientError::CheckoutTimeout {
-                database: database.clone(),
+                database: database.to_owned(),
                 waited_ms: d.as_millis() as u64,
             },
             other => {
                 tracing::warn!(pool = ?pool.key, error = %other, "no server for a new client");
                 ClientError::ServerUnavailable {
-                    database: database.clone(),
+                    database: database.to_owned(),
                 }
             }
         })?;
-    if policy.is_some() && !conforming_strings(&server.params) {
-        // With it off the server reads backslashes in strings as escapes, unlike the policy.
-        tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
-        server.release();
-        return Err(ClientError::ServerUnavailable { database });
-    }
     // A connection another client used is reset before this one sees it.
     let reset = server.last_client.is_some() && pool.database.reset_on_handover;
-    if let Err(e) = relay::prepare_server(&mut server, &params, reset).await {
+    if let Err(e) = relay::prepare_server(&mut server, params, reset).await {
         server.discard();
         return Err(match e {
             crate::pool::ServerError::Query { message, .. } => ClientError::StartupParamRefused {
@@ -719,24 +731,16 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             }
             other => {
                 tracing::warn!(error = %other, "applying startup parameters failed");
-                ClientError::ServerUnavailable { database }
+                ClientError::ServerUnavailable {
+                    database: database.to_owned(),
+                }
             }
         });
     }
     pool.accept_base(&base);
     let reported: Arc<[(String, String)]> = Arc::from(server.params.as_slice());
-    pool.record_login(&params, &reported);
-    Ok(Started::Session(Box::new(Begun {
-        pool,
-        server: Some(server),
-        reported,
-        params,
-        user_permit,
-        user_name,
-        cert_expires,
-        policy,
-        generation: routing.generation,
-    })))
+    pool.record_login(params, &reported);
+    Ok((server, reported))
 }
 
 /// Whether the server reads backslashes in string literals as PostgreSQL's standard says (a
