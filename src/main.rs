@@ -366,10 +366,24 @@ fn run(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!(listen = %config.server.listen, admin = %config.server.admin_listen, "pgward listening");
-        match pgward::run(config, listener, Some(admin), pgward::signal::shutdown_requested()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+        // The server runs as a task on the worker threads, not on this (main) thread: an
+        // accept loop here would have the I/O driver wake this thread for every new client and
+        // this thread wake a worker for its session, two more context switches per connection
+        // (pgbench -C: 8.7 voluntary switches per connection, against PgBouncer's 5.7).
+        let server = tokio::spawn(pgward::run(
+            config,
+            listener,
+            Some(admin),
+            pgward::signal::shutdown_requested(),
+        ));
+        match server.await {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot start");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the server task failed");
                 ExitCode::FAILURE
             }
         }
