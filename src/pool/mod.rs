@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::config::{BackendLogin, Database, PoolSettings};
-use crate::session::state::SessionParams;
+use crate::session::state::{ServerReport, SessionParams};
 use crate::tls::backend::BackendTls;
 pub use connection::{BackendKey, ServerConn, ServerError};
 
@@ -111,7 +111,7 @@ struct PoolState {
 #[derive(Debug)]
 struct LoginReport {
     params: Arc<SessionParams>,
-    reported: Arc<[(String, String)]>,
+    reported: Arc<ServerReport>,
     at: Instant,
 }
 
@@ -262,7 +262,7 @@ impl Pool {
     /// PgBouncer answers every login from its pool's cached server parameters; pgward does so
     /// only for parameters the server accepted at a login, and with the exact values the server
     /// reported for them (its spelling of `DateStyle` or `client_encoding`, not the client's).
-    pub fn login_report(&self, params: &SessionParams) -> Option<Arc<[(String, String)]>> {
+    pub fn login_report(&self, params: &SessionParams) -> Option<Arc<ServerReport>> {
         let s = self.lock();
         if s.total <= self.opening.load(Ordering::Relaxed) {
             return None;
@@ -277,7 +277,7 @@ impl Pool {
 
     /// A login with `params` checked out a connection, the server accepted the parameters, and
     /// the client was told `reported`.
-    pub fn record_login(&self, params: &Arc<SessionParams>, reported: &Arc<[(String, String)]>) {
+    pub fn record_login(&self, params: &Arc<SessionParams>, reported: &Arc<ServerReport>) {
         let mut s = self.lock();
         s.login_reports.retain(|r| *r.params != **params);
         if s.login_reports.len() == ACCEPTED_BASES {

@@ -30,7 +30,7 @@ use relay::{Relay, SessionEnd};
 
 /// The first byte of a TLS record carrying a handshake message: a direct-TLS ClientHello.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-use state::SessionParams;
+use state::{ServerReport, SessionParams};
 
 /// Serves one accepted connection. `permit` is `None` when the client limit was reached: the
 /// client still gets a proper 53300 error once it has said hello.
@@ -366,10 +366,8 @@ where
         generation,
     } = begun;
     let cancel = app.cancels.register();
-    let mut out = BytesMut::new();
-    for (k, v) in reported.iter() {
-        msg::put_parameter_status(&mut out, k, v);
-    }
+    let mut out = BytesMut::with_capacity(reported.messages().len() + 64);
+    out.extend_from_slice(reported.messages());
     msg::put_backend_key(&mut out, cancel.key.pid, cancel.key.secret);
     msg::put_ready(&mut out, TxStatus::Idle);
     if io::send_all(&mut stream, &out).await.is_err() {
@@ -551,7 +549,7 @@ struct Begun {
     /// The connection the login took; none when the pool answered for the server.
     server: Option<crate::pool::PoolGuard>,
     /// The server's parameters the client is told (ParameterStatus).
-    reported: Arc<[(String, String)]>,
+    reported: Arc<ServerReport>,
     params: Arc<SessionParams>,
     user_permit: ClientPermit,
     user_name: String,
@@ -668,7 +666,7 @@ async fn begin<S: AsyncRead + AsyncWrite + Unpin>(
             (Some(server), reported)
         }
     };
-    if policy.is_some() && !conforming_strings(&reported) {
+    if policy.is_some() && !conforming_strings(reported.params()) {
         // With it off the server reads backslashes in strings as escapes, unlike the policy.
         tracing::error!(pool = ?pool.key, "standard_conforming_strings is off on the server; statement policies need it on");
         if let Some(s) = server {
@@ -697,7 +695,7 @@ async fn check_out_at_login(
     pool: &Arc<crate::pool::Pool>,
     params: &Arc<SessionParams>,
     database: &str,
-) -> Result<(crate::pool::PoolGuard, Arc<[(String, String)]>), ClientError> {
+) -> Result<(crate::pool::PoolGuard, Arc<ServerReport>), ClientError> {
     // A connection opened for it now is opened without its parameters unless the server
     // accepted the same ones before: should the server refuse one, the client is told so
     // below, and no pool connection fails to open.
@@ -738,7 +736,7 @@ async fn check_out_at_login(
         });
     }
     pool.accept_base(&base);
-    let reported: Arc<[(String, String)]> = Arc::from(server.params.as_slice());
+    let reported = Arc::new(ServerReport::new(&server.params));
     pool.record_login(params, &reported);
     Ok((server, reported))
 }
