@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::scram::{self, ChannelBinding, ScramError, ScramServer, ScramVerifier};
+use crate::auth::scram::{self, ChannelBinding, ScramError, ScramServer};
 use crate::config::{ClientAuth, Config, User};
 use crate::error::ClientError;
 use crate::protocol::messages as msg;
@@ -19,9 +19,6 @@ use crate::tls::server::TlsPeer;
 
 /// SCRAM messages are a few hundred bytes; PostgreSQL caps authentication messages similarly.
 const MAX_AUTH_MESSAGE: usize = 2048;
-
-/// PostgreSQL's default iteration count, so a mock verifier looks like a real one.
-const MOCK_ITERATIONS: u32 = 4096;
 
 /// Runs the authentication exchange. On success AuthenticationOk has been sent.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
@@ -35,13 +32,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let user = config.users.get(user_name).cloned();
     let mut out = BytesMut::new();
     let has_cert = tls.is_some_and(|t| t.identity.is_some());
-    let mock = || {
-        Some(ScramVerifier::mock(
-            user_name,
-            &config.mock_auth_key,
-            MOCK_ITERATIONS,
-        ))
-    };
+    let mock = || Some(config.mock_auth.verifier_for(user_name));
     let (verifier, is_mock) = match user.as_deref().map(|u| &u.auth) {
         Some(ClientAuth::Trust) if peer.ip().is_loopback() => (None, false),
         Some(ClientAuth::Scram(v)) => (Some(v.clone()), false),

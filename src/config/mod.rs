@@ -38,9 +38,10 @@ pub struct Config {
     pub policies: HashMap<String, Arc<crate::policy::Policy>>,
     /// Where audit events go; `None`: no audit.
     pub audit: Option<crate::audit::settings::AuditSettings>,
-    /// Key for mock SCRAM salts of unknown users: stable while the configured verifiers are, and
-    /// derived from their secret keys so an outsider cannot predict it.
-    pub mock_auth_key: [u8; 32],
+    /// Mock SCRAM verifiers for unknown users, made from a key that is stable while the
+    /// configured verifiers are, and derived from their secret keys so an outsider cannot
+    /// predict their salts.
+    pub mock_auth: crate::auth::scram::MockVerifiers,
     /// The file it was loaded from ([`load`]); what a reload reads again. `None` for a config
     /// made from text.
     pub source: Option<PathBuf>,
@@ -768,7 +769,10 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         databases,
         policies,
         audit,
-        mock_auth_key,
+        mock_auth: crate::auth::scram::MockVerifiers::new(
+            &mock_auth_key,
+            crate::auth::scram::MOCK_ITERATIONS,
+        ),
         source: None,
     })
 }
