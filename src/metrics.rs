@@ -163,6 +163,7 @@ pub struct Metrics {
     pool_utilization: GaugeVec,
     checkout_wait: HistogramVec,
     checkout_timeouts: IntCounterVec,
+    server_replacements: IntCounterVec,
     transactions: IntCounterVec,
     queries: IntCounterVec,
     query_duration: HistogramVec,
@@ -285,6 +286,17 @@ impl Metrics {
                 &["pool"],
             )),
         );
+        let server_replacements = register(
+            r,
+            opts_ok(IntCounterVec::new(
+                Opts::new(
+                    "pgward_server_connections_replaced_total",
+                    "Server connections closed to open one in their place for a client with \
+                     other startup parameters than those they were opened with.",
+                ),
+                &["pool"],
+            )),
+        );
         let transactions = register(
             r,
             opts_ok(IntCounterVec::new(
@@ -384,6 +396,7 @@ impl Metrics {
             pool_utilization,
             checkout_wait,
             checkout_timeouts,
+            server_replacements,
             transactions,
             queries,
             query_duration,
@@ -415,6 +428,7 @@ impl Metrics {
             utilization: self.pool_utilization.with_label_values(&[pool_name]),
             checkout_wait: self.checkout_wait.with_label_values(&[pool_name]),
             checkout_timeouts: self.checkout_timeouts.with_label_values(&[pool_name]),
+            replacements: self.server_replacements.with_label_values(&[pool_name]),
             transactions: self.transactions.with_label_values(&[pool_name]),
             queries: self.queries.with_label_values(&[pool_name]),
             query_duration: self.query_duration.with_label_values(&[pool_name]),
@@ -431,6 +445,7 @@ impl Metrics {
         let _ = self.pool_utilization.remove_label_values(&[pool_name]);
         let _ = self.checkout_wait.remove_label_values(&[pool_name]);
         let _ = self.checkout_timeouts.remove_label_values(&[pool_name]);
+        let _ = self.server_replacements.remove_label_values(&[pool_name]);
         let _ = self.transactions.remove_label_values(&[pool_name]);
         let _ = self.queries.remove_label_values(&[pool_name]);
         let _ = self.query_duration.remove_label_values(&[pool_name]);
@@ -553,6 +568,7 @@ struct PoolInner {
     utilization: Gauge,
     checkout_wait: Histogram,
     checkout_timeouts: IntCounter,
+    replacements: IntCounter,
     transactions: IntCounter,
     queries: IntCounter,
     query_duration: Histogram,
@@ -571,6 +587,12 @@ impl PoolMetrics {
     /// Counts a checkout that gave up at the checkout timeout.
     pub fn checkout_timeout(&self) {
         self.0.checkout_timeouts.inc();
+    }
+
+    /// Counts a server connection closed to open another in its place: it was opened with
+    /// another client's startup parameters (see `crate::pool::ClientBase`).
+    pub fn connection_replaced(&self) {
+        self.0.replacements.inc();
     }
 
     /// Counts a completed transaction.

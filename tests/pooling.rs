@@ -280,6 +280,16 @@ async fn a_connection_opened_with_a_clients_parameters_serves_no_other_client() 
     // A still gets its own value, now set on a connection opened without it.
     assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
     x.batch_execute("COMMIT").await.expect("x commit");
+    // Both of A's connections were closed to open one for B in their place, and counted.
+    let metrics = pgward::metrics::encode_text(env.pgward.app.metrics.registry()).expect("encode");
+    let replaced = String::from_utf8_lossy(&metrics)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pgward_server_connections_replaced_total{")?
+                .split_once("} ")
+        })
+        .map(|(_, v)| v.to_owned());
+    assert_eq!(replaced.as_deref(), Some("2"));
 }
 
 /// A startup value the server refuses fails that client's login, each time, with the server's

@@ -389,6 +389,7 @@ impl Pool {
                     None if s.waiters.is_empty() && !s.idle.is_empty() => {
                         let (_, c) = s.idle.remove(0);
                         stale.push(c);
+                        self.metrics.connection_replaced();
                         Next::Open(Arc::default())
                     }
                     None => {
@@ -429,6 +430,7 @@ impl Pool {
                                 // Opened with another client's parameters: in its slot, one
                                 // that anyone may be given.
                                 conn.close();
+                                self.metrics.connection_replaced();
                                 return self.open_reserved(Arc::default(), deadline).await;
                             }
                             return Ok(self.guard(conn));
