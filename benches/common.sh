@@ -12,8 +12,9 @@
 #   start_postgres        initdb + start (SCRAM over TCP, TLS on, max_connections $PG_MAX_CONNECTIONS)
 #   create_bench_role     role and database `bench`, the password in $BENCH_PASSWORD
 #   start_pgward NAME [TOML…]   a pgward instance; extra TOML goes into its config
-#   start_pgbouncer       the PgBouncer instance
-# and reads $PORT_OF[name] for the port of "direct", "pgbouncer" and each pgward NAME.
+#   start_pgbouncer [NAME [INI…]]   a PgBouncer instance (default name: pgbouncer); extra lines
+#                         go into its [pgbouncer] section
+# and reads $PORT_OF[name] for the port of "direct", each PgBouncer NAME and each pgward NAME.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
@@ -34,7 +35,7 @@ BENCH_PASSWORD=""
 BENCH_VERIFIER=""
 declare -A PORT_OF=()       # target name -> client port
 declare -A PID_OF=()        # pgward instance name -> pid
-PGBOUNCER_PIDFILE=""
+declare -A PGBOUNCER_PIDFILE_OF=()   # PgBouncer instance name -> its pidfile
 PG_STARTED=0
 NEXT_PORT=$BENCH_PORT_BASE
 KEEP_STATE=${KEEP_STATE:-0}
@@ -224,11 +225,13 @@ stop_everything() {
         stop_pid "${PID_OF[$name]}" 10
         unset "PID_OF[$name]"
     done
-    if [ -n "$PGBOUNCER_PIDFILE" ] && [ -s "$PGBOUNCER_PIDFILE" ]; then
-        pid=$(cat "$PGBOUNCER_PIDFILE")
-        if grep -q pgbouncer "/proc/$pid/cmdline" 2>/dev/null; then stop_pid "$pid" 10; fi
-    fi
-    PGBOUNCER_PIDFILE=""
+    for name in "${!PGBOUNCER_PIDFILE_OF[@]}"; do
+        if [ -s "${PGBOUNCER_PIDFILE_OF[$name]}" ]; then
+            pid=$(cat "${PGBOUNCER_PIDFILE_OF[$name]}")
+            if grep -q pgbouncer "/proc/$pid/cmdline" 2>/dev/null; then stop_pid "$pid" 10; fi
+        fi
+        unset "PGBOUNCER_PIDFILE_OF[$name]"
+    done
     if [ "$PG_STARTED" = 1 ]; then
         as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg/data" -m immediate -w -t 30 stop >/dev/null 2>&1 ||
             warn "pg_ctl stop failed; see $STATE/pg/postgres.log"
@@ -406,10 +409,17 @@ stop_pgward() {
 # PostgreSQL (pgward's default; PgBouncer's server_tls_sslmode would otherwise be prefer).
 # Per-connection log lines are off, as pgward has none; listen_backlog matches tokio's 1024.
 start_pgbouncer() {
-    local dir=$STATE/pgbouncer port
+    local name=${1:-pgbouncer}
+    shift || true
+    local dir=$STATE/$name port pidfile extra
+    extra=$(printf '%s\n' "$@")
+    mkdir -p "$dir"
+    # make_certs gave the first instance its copies; the others get their own.
+    [ -f "$dir/server.key" ] || cp -p "$STATE/pgbouncer/server.crt" "$STATE/pgbouncer/server.key" "$dir/"
     alloc_port port
-    PORT_OF[pgbouncer]=$port
-    PGBOUNCER_PIDFILE=$dir/pgbouncer.pid
+    PORT_OF[$name]=$port
+    pidfile=$dir/pgbouncer.pid
+    PGBOUNCER_PIDFILE_OF[$name]=$pidfile
     printf '"bench" "%s"\n' "$BENCH_VERIFIER" >"$dir/userlist.txt"
     cat >"$dir/pgbouncer.ini" <<EOF
 ; PgBouncer benchmark instance (written by benches/common.sh)
@@ -420,7 +430,7 @@ bench = host=127.0.0.1 port=${PORT_OF[direct]} dbname=bench
 listen_addr = 127.0.0.1
 listen_port = $port
 unix_socket_dir =
-pidfile = $PGBOUNCER_PIDFILE
+pidfile = $pidfile
 logfile = $dir/pgbouncer.log
 auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
@@ -438,16 +448,17 @@ server_tls_sslmode = disable
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
+$extra
 EOF
     chmod 600 "$dir/pgbouncer.ini" "$dir/userlist.txt"
     give_to_pg "$dir"
-    as_pg "$PGBOUNCER_BIN" -d "$dir/pgbouncer.ini" >"$STATE/pgbouncer-start.log" 2>&1 ||
-        { cat "$STATE/pgbouncer-start.log" "$dir/pgbouncer.log" >&2 2>/dev/null; die "pgbouncer did not start"; }
+    as_pg "$PGBOUNCER_BIN" -d "$dir/pgbouncer.ini" >"$STATE/$name-start.log" 2>&1 ||
+        { cat "$STATE/$name-start.log" "$dir/pgbouncer.log" >&2 2>/dev/null; die "$name did not start"; }
     local pid
-    for _ in $(seq 50); do [ -s "$PGBOUNCER_PIDFILE" ] && break; sleep 0.1; done
-    pid=$(cat "$PGBOUNCER_PIDFILE" 2>/dev/null) || die "pgbouncer wrote no pidfile"
-    wait_for_port "$port" "$pid" || { tail -n 20 "$dir/pgbouncer.log" >&2; die "pgbouncer did not start"; }
-    info "PgBouncer $("$PGBOUNCER_BIN" --version | awk 'NR==1 {print $2}') on 127.0.0.1:$port (pid $pid, $dir/pgbouncer.ini)"
+    for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
+    pid=$(cat "$pidfile" 2>/dev/null) || die "$name wrote no pidfile"
+    wait_for_port "$port" "$pid" || { tail -n 20 "$dir/pgbouncer.log" >&2; die "$name did not start"; }
+    info "$name: PgBouncer $("$PGBOUNCER_BIN" --version | awk 'NR==1 {print $2}') on 127.0.0.1:$port (pid $pid, $dir/pgbouncer.ini)"
 }
 
-pgbouncer_pid() { cat "$PGBOUNCER_PIDFILE"; }
+pgbouncer_pid() { cat "${PGBOUNCER_PIDFILE_OF[${1:-pgbouncer}]}"; }

@@ -14,7 +14,10 @@
 #   pgward-policy    an enforced statement policy: an allowlist learned from pgbench itself
 #                    (learn mode, then `pgward allowlist build`), with replace_literals
 #   pgward-audit     [audit] statements = "all" to a file
-# and, for select-only over the simple protocol with $CLIENTS clients, a bare relay
+# and a second PgBouncer, pgbouncer-reset, with server_reset_query = DISCARD ALL and
+# server_reset_query_always = 1: PgBouncer giving the guarantee pgward's default gives (no
+# client finds another's session state), which PgBouncer skips in transaction mode by default.
+# And, for select-only over the simple protocol with $CLIENTS clients, a bare relay
 # (examples/null_relay.rs: copies bytes, one server connection per client, no pooling): what
 # relaying through any tokio process costs on this machine, the floor under pgward's figures.
 # Then pgbench runs every scenario against each of its targets in turn — interleaved
@@ -83,13 +86,13 @@ FAILURES=0          # runs that failed and should not have
 define_scenarios() {
     local c=$CLIENTS m=$MANY_CLIENTS f=$FEW_CLIENTS
     SCENARIOS=(
-        "select-only, simple, $c clients|select|simple|$c|plain|no|direct pgbouncer relay pgward pgward-noreset pgward-policy pgward-audit"
-        "select-only, extended, $c clients|select|extended|$c|plain|no|direct pgbouncer pgward"
+        "select-only, simple, $c clients|select|simple|$c|plain|no|direct pgbouncer pgbouncer-reset relay pgward pgward-noreset pgward-policy pgward-audit"
+        "select-only, extended, $c clients|select|extended|$c|plain|no|direct pgbouncer pgbouncer-reset pgward"
         "select-only, prepared, $c clients|select|prepared|$c|plain|no|direct pgbouncer pgward pgward-policy"
-        "TPC-B-like, simple, $c clients|tpcb|simple|$c|plain|no|direct pgbouncer pgward pgward-policy pgward-audit"
+        "TPC-B-like, simple, $c clients|tpcb|simple|$c|plain|no|direct pgbouncer pgbouncer-reset pgward pgward-policy pgward-audit"
         "select-only, simple, $m clients|select|simple|$m|plain|no|direct pgbouncer pgward"
         "select-only, simple, $f clients (pool not full)|select|simple|$f|plain|no|direct pgbouncer pgward pgward-noreset"
-        "select-only, simple, $c clients, TLS|select|simple|$c|tls|no|direct pgbouncer pgward"
+        "select-only, simple, $c clients, TLS|select|simple|$c|tls|no|direct pgbouncer pgbouncer-reset pgward"
         "select-only, simple, $m clients, TLS|select|simple|$m|tls|no|direct pgbouncer pgward"
         "connect per transaction (-C), select-only, $c clients|select|simple|$c|plain|yes|direct pgbouncer pgward"
         "connect per transaction (-C), select-only, $c clients, TLS|select|simple|$c|tls|yes|direct pgbouncer pgward"
@@ -105,7 +108,7 @@ define_scenarios() {
 }
 
 # Expected failures: PgBouncer (1.18) has no prepared-statement support in transaction mode.
-expected_failure() { [ "$1" = pgbouncer ] && [ "$2" = prepared ]; }
+expected_failure() { [[ $1 == pgbouncer* ]] && [ "$2" = prepared ]; }
 
 # --- pgbench ------------------------------------------------------------------------------------
 
@@ -153,6 +156,7 @@ replace_literals = true"
 start_targets() {
     section "Poolers"
     start_pgbouncer
+    start_pgbouncer pgbouncer-reset 'server_reset_query = DISCARD ALL' 'server_reset_query_always = 1'
     build_null_relay
     start_null_relay relay
     start_pgward pgward
@@ -188,7 +192,7 @@ check_audit() {
 warm_up() {
     local clients=$((CLIENTS > 2 * POOL_SIZE ? CLIENTS : 2 * POOL_SIZE)) target
     section "Warm-up (unrecorded, $clients clients)"
-    for target in direct pgbouncer relay pgward pgward-noreset pgward-policy pgward-audit; do
+    for target in direct pgbouncer pgbouncer-reset relay pgward pgward-noreset pgward-policy pgward-audit; do
         pgbench_to "$target" disable -n -S -c "$clients" -j "$JOBS" -T 3 >"$STATE/warmup-$target.log" 2>&1 ||
             { tail -n 5 "$STATE/warmup-$target.log" >&2; die "warm-up against $target failed"; }
     done

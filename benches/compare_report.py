@@ -15,6 +15,7 @@ from collections import OrderedDict
 TARGET_NAMES = {
     "direct": "PostgreSQL direct",
     "pgbouncer": "PgBouncer",
+    "pgbouncer-reset": "PgBouncer, DISCARD ALL at every release (server_reset_query_always = 1)",
     "relay": "bare relay (examples/null_relay: copies bytes, no pooling)",
     "pgward": "pgward",
     "pgward-noreset": "pgward, reset_on_handover = false",
@@ -24,6 +25,7 @@ TARGET_NAMES = {
 COLORS = {
     "direct": "#8c8c8c",
     "pgbouncer": "#4c72b0",
+    "pgbouncer-reset": "#8fa8d6",
     "relay": "#b0b0b0",
     "pgward": "#dd8452",
     "pgward-noreset": "#f2b482",
@@ -122,8 +124,8 @@ def write_markdown(groups, meta, path, smoke):
     # The short table: pgward against the others, and pgward's variants against pgward.
     out.append("## Summary: median TPS ratios")
     out.append("")
-    out.append("| scenario | pgward / direct | pgward / PgBouncer | PgBouncer / direct | variant / pgward |")
-    out.append("|---|---:|---:|---:|---|")
+    out.append("| scenario | pgward / direct | pgward / PgBouncer | PgBouncer / direct | pgward / PgBouncer with reset | variant / pgward |")
+    out.append("|---|---:|---:|---:|---:|---|")
     for scenario, targets in groups.items():
         s = {t: summarize(r) for t, r in targets.items()}
         pw = s.get("pgward", {}).get("tps")
@@ -135,9 +137,16 @@ def write_markdown(groups, meta, path, smoke):
             if t.startswith("pgward-")
         ]
         bcell = fmt_ratio(pw, b) if b is not None else "PgBouncer fails"
+        # Only where the scenario ran it: the same hand-over guarantee as pgward's default.
+        br = s.get("pgbouncer-reset", {}).get("tps")
+        rcell = fmt_ratio(pw, br) if "pgbouncer-reset" in s else ""
         out.append(
-            f"| {scenario} | {fmt_ratio(pw, d)} | {bcell} | {fmt_ratio(b, d)} | {'; '.join(variants) or ''} |"
+            f"| {scenario} | {fmt_ratio(pw, d)} | {bcell} | {fmt_ratio(b, d)} | {rcell} | {'; '.join(variants) or ''} |"
         )
+    out.append("")
+    out.append("PgBouncer with reset: `server_reset_query = DISCARD ALL` and `server_reset_query_always = 1`,")
+    out.append("so that, as with pgward's default `reset_on_handover = true`, no client finds the session state")
+    out.append("another client left on a server connection (PgBouncer's default in transaction mode skips it).")
     out.append("")
 
     out.append("## All results")
