@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{Read, Write};
 
-use support::pgward::{APP_PASSWORD, APP_USER, Options, TestEnv, run};
+use support::pgward::{APP_PASSWORD, APP_USER, Options, TestEnv, metric_sample, run};
 
 const SECRET_LITERAL: &str = "s3cret-literal-4242";
 const DENIED_LITERAL: &str = "denied-literal-7777";
@@ -37,30 +37,10 @@ statements = \"all\"
     env
 }
 
-fn scrape(env: &TestEnv) -> String {
-    let mut s = std::net::TcpStream::connect(env.pgward.admin_addr).expect("admin endpoint");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: pgward\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
     let env = audited_env();
-    let before = scrape(&env);
+    let before = env.scrape_metrics();
     let pool = "pool=\"appdb/app_rw/ro\"";
     let c = env.client("appdb").await;
     let rows = c
@@ -79,16 +59,16 @@ async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
         .expect_err("division by zero");
     assert_eq!(support::pgward::sqlstate(&e).as_deref(), Some("22012"));
     // Metrics moved: an active client, transactions on the read-only pool, policy decisions.
-    let during = scrape(&env);
+    let during = env.scrape_metrics();
     assert!(
-        sample(&during, "pgward_client_connections{state=\"idle\"}")
-            + sample(&during, "pgward_client_connections{state=\"active\"}")
+        metric_sample(&during, "pgward_client_connections{state=\"idle\"}")
+            + metric_sample(&during, "pgward_client_connections{state=\"active\"}")
             >= 1.0,
         "{during}"
     );
     let tx = format!("pgward_transactions_total{{{pool}}}");
     assert!(
-        sample(&during, &tx)
+        metric_sample(&during, &tx)
             > before
                 .lines()
                 .find(|l| l.starts_with(&tx))
@@ -101,7 +81,7 @@ async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
         "{during}"
     );
     assert!(
-        sample(
+        metric_sample(
             &during,
             "pgward_policy_decisions_total{outcome=\"denied\",policy=\"ro\"}"
         ) >= 1.0,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use support::pgward::{BACKEND_ROLE, Options, TestEnv, one_value, run, sqlstate};
+use support::pgward::{BACKEND_ROLE, Options, TestEnv, metric_sample, one_value, run, sqlstate};
 
 /// Runs pgbench through pgward while sampling pg_stat_activity; returns (stdout, max backends).
 fn pgbench_with_backend_sampling(env: &TestEnv, db: &str, args: &[&str]) -> (String, i64) {
@@ -281,15 +281,11 @@ async fn a_connection_opened_with_a_clients_parameters_serves_no_other_client() 
     assert_eq!(one_value(&a, "SHOW application_name").await, "client_a");
     x.batch_execute("COMMIT").await.expect("x commit");
     // Both of A's connections were closed to open one for B in their place, and counted.
-    let metrics = pgward::metrics::encode_text(env.pgward.app.metrics.registry()).expect("encode");
-    let replaced = String::from_utf8_lossy(&metrics)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("pgward_server_connections_replaced_total{")?
-                .split_once("} ")
-        })
-        .map(|(_, v)| v.to_owned());
-    assert_eq!(replaced.as_deref(), Some("2"));
+    let replaced = metric_sample(
+        &env.scrape_metrics(),
+        "pgward_server_connections_replaced_total{",
+    );
+    assert_eq!(replaced, 2.0);
 }
 
 /// A startup value the server refuses fails that client's login, each time, with the server's

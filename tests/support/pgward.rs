@@ -198,6 +198,18 @@ checkout_timeout = {checkout}
         pgbench_cmd("127.0.0.1", self.port(), APP_USER, APP_PASSWORD, db)
     }
 
+    /// The text `/metrics` serves on the admin endpoint, as a scraper sees it.
+    pub fn scrape_metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.pgward.admin_addr).expect("admin endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: pgward\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("pgward.toml")
     }
@@ -277,6 +289,17 @@ impl Drop for Pgward {
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server (or pgward) sent one.
+/// The value of the first metric sample whose line starts with `prefix` (in the text of
+/// [`TestEnv::scrape_metrics`]).
+pub fn metric_sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
+}
+
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_owned())
 }
