@@ -163,7 +163,18 @@ ensure_cargo() {
     command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 }
 
+# The commit pgward is built from, with "-dirty" when its sources differ from it. Taken at build
+# time, and blind to benches/results: a report written over the committed one would otherwise
+# call its own build dirty.
+pgward_revision() {
+    local rev
+    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
+    git -C "$REPO" diff --quiet HEAD -- . ':(exclude)benches/results' 2>/dev/null || rev+=-dirty
+    echo "$rev"
+}
+
 # BUILD_PROFILE: release (the default) or dev (compare.sh --smoke: the test suite has built it).
+# Sets PGWARD_BIN and PGWARD_REV (what was built).
 build_pgward() {
     local profile=${BUILD_PROFILE:-release} args=(build --quiet) dir=release
     case $profile in
@@ -171,6 +182,7 @@ build_pgward() {
         dev) dir=debug ;;
         *) die "BUILD_PROFILE must be release or dev, not '$profile'" ;;
     esac
+    PGWARD_REV=$(pgward_revision)
     info "cargo ${args[*]} (target dir $TARGET_DIR)"
     (cd "$REPO" && cargo "${args[@]}") || die "cargo ${args[*]} failed"
     PGWARD_BIN=$TARGET_DIR/$dir/pgward

@@ -341,7 +341,7 @@ write_report() {
         --png "$RESULTS_DIR/compare.png" \
         --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" \
         --meta "machine=$(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo); pgbench, PostgreSQL and the pooler share it" \
-        --meta "pgward=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) (${BUILD_PROFILE:-release} build)" \
+        --meta "pgward=$PGWARD_REV (${BUILD_PROFILE:-release} build)" \
         --meta "PgBouncer=$("$PGBOUNCER_BIN" --version | awk 'NR==1 {print $2}')" \
         --meta "PostgreSQL=$("$PG_BIN/postgres" --version | awk '{print $3}') (synchronous_commit off, shared_buffers 256MB, max_connections $PG_MAX_CONNECTIONS)" \
         --meta "runs=$ROUNDS rounds x ${DURATION}s, interleaved, the order rotated each round; pgbench -j $JOBS, scale $SCALE" \

@@ -22,6 +22,11 @@ TARGET_NAMES = {
     "pgward-policy": "pgward, policy enforce (allowlist)",
     "pgward-audit": 'pgward, audit statements = "all"',
 }
+# Shorter names under the plot's bars, where the long ones run into each other.
+PLOT_NAMES = {
+    "pgbouncer-reset": "PgBouncer,\nDISCARD ALL at release",
+    "relay": "bare relay\n(no pooling)",
+}
 COLORS = {
     "direct": "#8c8c8c",
     "pgbouncer": "#4c72b0",
@@ -189,7 +194,7 @@ def plot(groups, path, title):
         names, heights, colors, labels = [], [], [], []
         for t, runs in targets.items():
             s = summarize(runs)
-            names.append(TARGET_NAMES.get(t, t).replace(", ", ",\n", 1))
+            names.append(PLOT_NAMES.get(t) or TARGET_NAMES.get(t, t).replace(", ", ",\n", 1))
             heights.append(s["tps"] or 0)
             colors.append(COLORS.get(t, "#777777"))
             labels.append("fails" if s["tps"] is None else fmt_int(s["tps"]))

@@ -121,7 +121,7 @@ write_report() {
         echo "per pooler (plaintext, SCRAM-SHA-256 login completed, then nothing sent), opened 64 at a time by"
         echo "\`examples/idle_clients.rs\`. RSS is VmRSS from /proc/PID/status: before (after one \`SELECT 1\`),"
         echo "with the clients connected, and after they closed; KiB per client = (with - before) / clients."
-        echo "pgward $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) (${BUILD_PROFILE:-release} build),"
+        echo "pgward $PGWARD_REV (${BUILD_PROFILE:-release} build),"
         echo "PgBouncer $("$PGBOUNCER_BIN" --version | awk 'NR==1 {print $2}'); both in transaction mode, pool size $POOL_SIZE."
         echo
         echo "| pooler | clients | RSS before KiB | RSS with clients KiB | KiB per client | peak (VmHWM) KiB | RSS after close KiB | time to connect |"
