@@ -226,7 +226,16 @@ local all all                trust
 host  all all 127.0.0.1/32   scram-sha-256
 EOF
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 start >/dev/null ||
-        { tail -n 20 "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
+        {
+            tail -n 20 "$PG_DIR/postgres.log" >&2
+            if grep -q "Address already in use" "$PG_DIR/postgres.log"; then
+                # Nothing listens there (checked above), but 55432 lies in Linux's ephemeral
+                # range: a recent outgoing connection may hold it in TIME-WAIT for a minute.
+                echo "  Port $PG_PORT is held by a recent connection (see: ss -tan 'sport = :$PG_PORT')." >&2
+                echo "  Wait a minute, or choose another:  QUICKSTART_PG_PORT=55433 scripts/quickstart.sh" >&2
+            fi
+            die "PostgreSQL did not start"
+        }
     info "started (log: $PG_DIR/postgres.log)"
 }
 
