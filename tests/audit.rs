@@ -7,7 +7,9 @@ mod support;
 
 use std::io::{Read, Write};
 
-use support::pgward::{APP_PASSWORD, APP_USER, Options, TestEnv, metric_sample, run};
+use support::pgward::{
+    APP_PASSWORD, APP_USER, Options, TestEnv, find_metric_sample, metric_sample, run,
+};
 
 const SECRET_LITERAL: &str = "s3cret-literal-4242";
 const DENIED_LITERAL: &str = "denied-literal-7777";
@@ -68,16 +70,7 @@ async fn a_workload_leaves_a_complete_redacted_verifiable_audit_trail() {
     );
     let tx = format!("pgward_transactions_total{{{pool}}}");
     assert!(
-        metric_sample(&during, &tx)
-            > before
-                .lines()
-                .find(|l| l.starts_with(&tx))
-                .map_or(0.0, |l| {
-                    l.rsplit(' ')
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0.0)
-                }),
+        metric_sample(&during, &tx) > find_metric_sample(&before, &tx).unwrap_or(0.0),
         "{during}"
     );
     assert!(

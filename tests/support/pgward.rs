@@ -288,18 +288,24 @@ impl Drop for Pgward {
     }
 }
 
-/// The SQLSTATE of a tokio-postgres error, if the server (or pgward) sent one.
 /// The value of the first metric sample whose line starts with `prefix` (in the text of
 /// [`TestEnv::scrape_metrics`]).
 pub fn metric_sample(metrics: &str, prefix: &str) -> f64 {
+    find_metric_sample(metrics, prefix)
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
+}
+
+/// [`metric_sample`], or `None` where the sample is absent (a labelled counter appears only once
+/// something has counted it).
+pub fn find_metric_sample(metrics: &str, prefix: &str) -> Option<f64> {
     metrics
         .lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
 }
 
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgward) sent one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_owned())
 }
