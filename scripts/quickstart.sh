@@ -232,7 +232,7 @@ EOF
                 # Nothing listens there (checked above), but 55432 lies in Linux's ephemeral
                 # range: a recent outgoing connection may hold it in TIME-WAIT for a minute.
                 echo "  Port $PG_PORT is held by a recent connection (see: ss -tan 'sport = :$PG_PORT')." >&2
-                echo "  Wait a minute, or choose another:  QUICKSTART_PG_PORT=55433 scripts/quickstart.sh" >&2
+                echo "  Wait a minute, or choose one below 32768:  QUICKSTART_PG_PORT=25432 scripts/quickstart.sh" >&2
             fi
             die "PostgreSQL did not start"
         }
